@@ -29,8 +29,8 @@ type Snapshot struct {
 	Partial bool   `json:"partial,omitempty"`
 	Trigger *Event `json:"trigger,omitempty"`
 
-	Hierarchy Hierarchy     `json:"hierarchy"`
-	Node      NodeSample    `json:"node"`
+	Hierarchy Hierarchy      `json:"hierarchy"`
+	Node      NodeSample     `json:"node"`
 	Cgroups   []CgroupSample `json:"cgroups"`
 	// Alerts are external alerts (Alertmanager webhook) active at Time, fed in
 	// as signals so that rules can fire from them.
@@ -208,12 +208,12 @@ type Identity struct {
 	Unit string `json:"unit,omitempty"`
 
 	// Filled from the Kubernetes API when available.
-	Namespace     string            `json:"namespace,omitempty"`
-	Pod           string            `json:"pod,omitempty"`
-	Container     string            `json:"container,omitempty"`
-	Owner         string            `json:"owner,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	Annotations   map[string]string `json:"annotations,omitempty"`
+	Namespace   string            `json:"namespace,omitempty"`
+	Pod         string            `json:"pod,omitempty"`
+	Container   string            `json:"container,omitempty"`
+	Owner       string            `json:"owner,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // NodeSample is the node-wide memory picture.
