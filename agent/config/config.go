@@ -1,0 +1,395 @@
+// Package config owns vigil's agent configuration: the YAML schema, its
+// defaults (an embedded default.yaml that observes everything and acts on
+// nothing), strict decoding with file:line:column errors, and validation.
+//
+// Every section validates itself; Load decodes and validates before anything
+// starts, so a reload that fails keeps the last good configuration running.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path"
+	"strings"
+	"time"
+)
+
+// DefaultListen is the default HTTP address: localhost only, port 9847.
+const DefaultListen = "127.0.0.1:9847"
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultYAML returns the embedded default configuration file.
+func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
+
+// Config is the whole agent configuration.
+type Config struct {
+	// Listen is the HTTP address for /metrics, /healthz, /readyz and /api.
+	Listen string `yaml:"listen" json:"listen"`
+	// HostRoot is where the host's / is visible (/host in a DaemonSet).
+	HostRoot string `yaml:"host_root" json:"host_root"`
+	// Tick is the collection interval.
+	Tick time.Duration `yaml:"tick" json:"tick"`
+	// DiscoveryInterval is how often new and removed cgroups are looked for.
+	DiscoveryInterval time.Duration `yaml:"discovery_interval" json:"discovery_interval"`
+	// GrowthWindow is the window of the working-set growth regression.
+	GrowthWindow time.Duration `yaml:"growth_window" json:"growth_window"`
+	// MaxCgroups bounds how many cgroups are tracked (self-protection).
+	MaxCgroups int `yaml:"max_cgroups" json:"max_cgroups"`
+
+	Log         Log         `yaml:"log" json:"log"`
+	Events      Events      `yaml:"events" json:"events"`
+	Rules       Rules       `yaml:"rules" json:"rules"`
+	Remediation Remediation `yaml:"remediation" json:"remediation"`
+	API         API         `yaml:"api" json:"api"`
+	Self        Self        `yaml:"self" json:"self"`
+}
+
+// Log configures the agent's own log output (stderr).
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level" json:"level"`
+	// Format is text or json.
+	Format string `yaml:"format" json:"format"`
+}
+
+// Events configures event-driven detection between ticks.
+type Events struct {
+	// Enabled turns all kernel notifications on or off.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+	// Thresholds registers cgroup v1 usage thresholds at ThresholdRatio of
+	// each limited cgroup's effective limit.
+	Thresholds     bool    `yaml:"thresholds" json:"thresholds"`
+	ThresholdRatio float64 `yaml:"threshold_ratio" json:"threshold_ratio"`
+	// OOM registers v1 oom_control notifications and v2 memory.events
+	// change notifications for each limited cgroup.
+	OOM bool `yaml:"oom" json:"oom"`
+	// MaxWatchedCgroups bounds the cgroups with kernel notifications (each
+	// costs file descriptors); the rest are seen at the next tick.
+	MaxWatchedCgroups int `yaml:"max_watched_cgroups" json:"max_watched_cgroups"`
+	// MinInterval coalesces events: at most one off-cycle snapshot per
+	// MinInterval.
+	MinInterval time.Duration `yaml:"min_interval" json:"min_interval"`
+	PSI         PSITrigger    `yaml:"psi" json:"psi"`
+}
+
+// PSITrigger is a node-wide memory PSI trigger (/proc/pressure/memory).
+type PSITrigger struct {
+	Enabled bool `yaml:"enabled" json:"enabled"`
+	// Kind is "some" or "full".
+	Kind string `yaml:"kind" json:"kind"`
+	// Stall is the stall time within Window that fires the trigger.
+	Stall time.Duration `yaml:"stall" json:"stall"`
+	// Window must be a multiple of 2s without CAP_SYS_RESOURCE (500ms..10s).
+	Window time.Duration `yaml:"window" json:"window"`
+}
+
+// Rules configures the rule engine.
+type Rules struct {
+	// Dirs are directories of rule files, loaded in order.
+	Dirs []string `yaml:"dirs" json:"dirs"`
+	// Builtin loads the rules shipped with vigil.
+	Builtin bool `yaml:"builtin" json:"builtin"`
+	// Shadow forces every rule into shadow mode: findings are recorded and
+	// no action runs.
+	Shadow bool `yaml:"shadow" json:"shadow"`
+}
+
+// Remediation configures what vigil may do and how fast.
+type Remediation struct {
+	// DryRun records every decision and performs no action.
+	DryRun bool `yaml:"dry_run" json:"dry_run"`
+	// OptIn lists cgroup path globs (path.Match syntax, "**" matches any
+	// depth) that may be acted on. Empty: nothing may be acted on.
+	OptIn []string `yaml:"opt_in" json:"opt_in"`
+	// Protected lists cgroup path globs that are never acted on, on top of
+	// the built-in set (the agent's own cgroup, core system units, kubelet,
+	// container runtime, kube-system).
+	Protected []string `yaml:"protected" json:"protected"`
+	// PerTarget and PerNode are token buckets on actions.
+	PerTarget RateLimit `yaml:"per_target" json:"per_target"`
+	PerNode   RateLimit `yaml:"per_node" json:"per_node"`
+	// MaxConcurrent bounds remediations in flight on the node.
+	MaxConcurrent int `yaml:"max_concurrent" json:"max_concurrent"`
+	// MaxTargetsPerHour is the node-wide blast-radius limit: distinct
+	// targets acted on in any hour.
+	MaxTargetsPerHour int     `yaml:"max_targets_per_hour" json:"max_targets_per_hour"`
+	Journal           Journal `yaml:"journal" json:"journal"`
+}
+
+// RateLimit is a token bucket: Burst actions at once, one more every Every.
+type RateLimit struct {
+	Every time.Duration `yaml:"every" json:"every"`
+	Burst int           `yaml:"burst" json:"burst"`
+}
+
+// Journal configures the durable remediation journal.
+type Journal struct {
+	// Path is the journal database file.
+	Path string `yaml:"path" json:"path"`
+	// Retention drops records older than this.
+	Retention time.Duration `yaml:"retention" json:"retention"`
+	// MaxBytes bounds the database size; the oldest records go first.
+	MaxBytes int64 `yaml:"max_bytes" json:"max_bytes"`
+}
+
+// API configures the HTTP API.
+type API struct {
+	// TokenFile holds the bearer token that mutating endpoints require.
+	// Empty: mutating endpoints are refused (403).
+	TokenFile string `yaml:"token_file" json:"token_file"`
+	// MaxBodyBytes bounds request bodies.
+	MaxBodyBytes int64 `yaml:"max_body_bytes" json:"max_body_bytes"`
+}
+
+// Self configures how the agent protects itself.
+type Self struct {
+	// OOMScoreAdj is written to /proc/self/oom_score_adj at start (0 = leave
+	// as is). Lowering it needs CAP_SYS_RESOURCE; without it vigil runs
+	// degraded and says so.
+	OOMScoreAdj int `yaml:"oom_score_adj" json:"oom_score_adj"`
+	// MemoryLimitBytes is the Go runtime soft memory limit (0 = none).
+	MemoryLimitBytes int64 `yaml:"memory_limit_bytes" json:"memory_limit_bytes"`
+}
+
+// FieldError is a validation error of one field, named by its YAML path
+// (e.g. "events.psi.window").
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func fieldErr(field string, format string, args ...any) error {
+	return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// prefix re-roots the field errors of a section under name.
+func prefix(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var out []error
+	for _, e := range unjoin(err) {
+		var fe *FieldError
+		if errors.As(e, &fe) {
+			out = append(out, &FieldError{Field: name + "." + fe.Field, Err: fe.Err})
+		} else {
+			out = append(out, &FieldError{Field: name, Err: e})
+		}
+	}
+	return errors.Join(out...)
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// Validate checks the whole configuration and returns every problem found
+// (joined), each a *FieldError.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fieldErr("listen", "want host:port: %v", err))
+	}
+	if c.HostRoot == "" || !strings.HasPrefix(c.HostRoot, "/") {
+		errs = append(errs, fieldErr("host_root", "must be an absolute path, got %q", c.HostRoot))
+	}
+	if c.Tick < 10*time.Millisecond || c.Tick > time.Minute {
+		errs = append(errs, fieldErr("tick", "must be between 10ms and 1m, got %v", c.Tick))
+	}
+	if c.DiscoveryInterval < c.Tick {
+		errs = append(errs, fieldErr("discovery_interval", "must be at least tick (%v), got %v", c.Tick, c.DiscoveryInterval))
+	}
+	if c.GrowthWindow < 2*c.Tick {
+		errs = append(errs, fieldErr("growth_window", "must cover at least two ticks (%v), got %v", 2*c.Tick, c.GrowthWindow))
+	}
+	if c.MaxCgroups < 1 {
+		errs = append(errs, fieldErr("max_cgroups", "must be at least 1, got %d", c.MaxCgroups))
+	}
+	errs = append(errs,
+		prefix("log", c.Log.Validate()),
+		prefix("events", c.Events.Validate()),
+		prefix("rules", c.Rules.Validate()),
+		prefix("remediation", c.Remediation.Validate()),
+		prefix("api", c.API.Validate()),
+		prefix("self", c.Self.Validate()),
+	)
+	return errors.Join(errs...)
+}
+
+// Validate checks the log section.
+func (l *Log) Validate() error {
+	var errs []error
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fieldErr("level", "want debug, info, warn or error, got %q", l.Level))
+	}
+	switch l.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, fieldErr("format", "want text or json, got %q", l.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the events section.
+func (e *Events) Validate() error {
+	var errs []error
+	if e.ThresholdRatio <= 0 || e.ThresholdRatio > 1 {
+		errs = append(errs, fieldErr("threshold_ratio", "must be in (0, 1], got %v", e.ThresholdRatio))
+	}
+	if e.MaxWatchedCgroups < 0 {
+		errs = append(errs, fieldErr("max_watched_cgroups", "must not be negative, got %d", e.MaxWatchedCgroups))
+	}
+	if e.MinInterval < 0 || e.MinInterval > 10*time.Second {
+		errs = append(errs, fieldErr("min_interval", "must be between 0 and 10s, got %v", e.MinInterval))
+	}
+	errs = append(errs, prefix("psi", e.PSI.Validate()))
+	return errors.Join(errs...)
+}
+
+// Validate checks the PSI trigger. The kernel accepts windows of 500ms to
+// 10s; unprivileged (no CAP_SYS_RESOURCE) only multiples of 2s.
+func (p *PSITrigger) Validate() error {
+	var errs []error
+	if p.Kind != "some" && p.Kind != "full" {
+		errs = append(errs, fieldErr("kind", "want some or full, got %q", p.Kind))
+	}
+	if p.Window < 500*time.Millisecond || p.Window > 10*time.Second {
+		errs = append(errs, fieldErr("window", "must be between 500ms and 10s, got %v", p.Window))
+	}
+	if p.Stall <= 0 || p.Stall > p.Window {
+		errs = append(errs, fieldErr("stall", "must be in (0, window], got %v", p.Stall))
+	}
+	if p.Window%time.Microsecond != 0 || p.Stall%time.Microsecond != 0 {
+		errs = append(errs, fieldErr("window", "stall and window must be whole microseconds"))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the rules section.
+func (r *Rules) Validate() error {
+	var errs []error
+	for i, d := range r.Dirs {
+		if d == "" {
+			errs = append(errs, fieldErr(fmt.Sprintf("dirs[%d]", i), "empty directory"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the remediation section.
+func (r *Remediation) Validate() error {
+	var errs []error
+	for i, g := range r.OptIn {
+		if err := ValidateGlob(g); err != nil {
+			errs = append(errs, fieldErr(fmt.Sprintf("opt_in[%d]", i), "%v", err))
+		}
+	}
+	for i, g := range r.Protected {
+		if err := ValidateGlob(g); err != nil {
+			errs = append(errs, fieldErr(fmt.Sprintf("protected[%d]", i), "%v", err))
+		}
+	}
+	errs = append(errs, prefix("per_target", r.PerTarget.Validate()), prefix("per_node", r.PerNode.Validate()))
+	if r.MaxConcurrent < 1 {
+		errs = append(errs, fieldErr("max_concurrent", "must be at least 1, got %d", r.MaxConcurrent))
+	}
+	if r.MaxTargetsPerHour < 1 {
+		errs = append(errs, fieldErr("max_targets_per_hour", "must be at least 1, got %d", r.MaxTargetsPerHour))
+	}
+	errs = append(errs, prefix("journal", r.Journal.Validate()))
+	return errors.Join(errs...)
+}
+
+// ValidateGlob checks a cgroup path glob: absolute, and valid path.Match
+// syntax in each element ("**" stands for any number of elements).
+func ValidateGlob(g string) error {
+	if !strings.HasPrefix(g, "/") {
+		return fmt.Errorf("glob %q must start with /", g)
+	}
+	for _, elem := range strings.Split(g, "/") {
+		if elem == "**" {
+			continue
+		}
+		if _, err := path.Match(elem, ""); err != nil {
+			return fmt.Errorf("glob %q: %w", g, err)
+		}
+	}
+	return nil
+}
+
+// Validate checks a token bucket.
+func (r *RateLimit) Validate() error {
+	var errs []error
+	if r.Every <= 0 {
+		errs = append(errs, fieldErr("every", "must be positive, got %v", r.Every))
+	}
+	if r.Burst < 1 {
+		errs = append(errs, fieldErr("burst", "must be at least 1, got %d", r.Burst))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the journal section.
+func (j *Journal) Validate() error {
+	var errs []error
+	if j.Path == "" {
+		errs = append(errs, fieldErr("path", "must not be empty"))
+	}
+	if j.Retention < time.Hour {
+		errs = append(errs, fieldErr("retention", "must be at least 1h, got %v", j.Retention))
+	}
+	if j.MaxBytes < 1<<20 {
+		errs = append(errs, fieldErr("max_bytes", "must be at least 1 MiB, got %d", j.MaxBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the API section.
+func (a *API) Validate() error {
+	var errs []error
+	if a.MaxBodyBytes < 1024 || a.MaxBodyBytes > 64<<20 {
+		errs = append(errs, fieldErr("max_body_bytes", "must be between 1 KiB and 64 MiB, got %d", a.MaxBodyBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the self-protection section.
+func (s *Self) Validate() error {
+	var errs []error
+	if s.OOMScoreAdj < -1000 || s.OOMScoreAdj > 1000 {
+		errs = append(errs, fieldErr("oom_score_adj", "must be in [-1000, 1000], got %d", s.OOMScoreAdj))
+	}
+	if s.MemoryLimitBytes < 0 {
+		errs = append(errs, fieldErr("memory_limit_bytes", "must not be negative, got %d", s.MemoryLimitBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// ReadToken returns the API bearer token ("" when none is configured).
+func (a *API) ReadToken() (string, error) {
+	if a.TokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(a.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("api token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("api token: %s is empty", a.TokenFile)
+	}
+	return tok, nil
+}
