@@ -168,7 +168,7 @@ func TestStateAndApplied(t *testing.T) {
 	if err != nil || string(got) != `{"x":1}` {
 		t.Errorf("LoadState = %q, %v", got, err)
 	}
-	a := AppliedLimit{Key: "/a|memory.high", Target: "/a", File: "memory.high", Original: "max", Applied: "100", Time: time.Now()}
+	a := AppliedLimit{Key: "/a|memory.high", Target: "/a", Knob: "memory.high", Original: "max", Applied: "100", Time: time.Now()}
 	if err := j.PutApplied(a); err != nil {
 		t.Fatal(err)
 	}

@@ -166,10 +166,19 @@ type AppliedLimit struct {
 	Key           string `json:"key"`
 	RemediationID string `json:"remediation_id"`
 	Target        string `json:"target"`
-	// Dir is the cgroup directory the file lives in.
-	Dir      string    `json:"dir"`
-	File     string    `json:"file"`
+	// Cgroup locates the target's cgroup; Knob names what was changed
+	// (memory.high, memory.soft_limit, cpu.max, freeze).
+	Cgroup   Location  `json:"cgroup"`
+	Knob     string    `json:"knob"`
 	Original string    `json:"original"`
 	Applied  string    `json:"applied"`
 	Time     time.Time `json:"time"`
+}
+
+// Location says where a cgroup lives: the mount root, and the cgroup's path
+// under it per v1 controller ("" key on v2, where there is one hierarchy).
+type Location struct {
+	Version int               `json:"version"`
+	Root    string            `json:"root"`
+	Paths   map[string]string `json:"paths"`
 }
