@@ -136,4 +136,3 @@ func buildVigil(t *testing.T) string {
 	}
 	return bin
 }
-
