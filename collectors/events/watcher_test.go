@@ -1,0 +1,340 @@
+package events_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/collectors/events"
+	"github.com/vigil-agent/vigil/collectors/events/eventstest"
+	"github.com/vigil-agent/vigil/test/cgtest"
+	vmtest "github.com/vigil-agent/vigil/test/vm"
+)
+
+func TestMain(m *testing.M) { cgtest.Main(m) }
+
+// startWatcher runs a watcher for the duration of the test.
+func startWatcher(t *testing.T) *events.Watcher {
+	t.Helper()
+	w, err := events.NewWatcher(slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return w
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// waitEvent returns the first event of kind for path, failing after timeout.
+func waitEvent(t *testing.T, w *events.Watcher, kind, path string, timeout time.Duration) collectors.Event {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				t.Fatal("events channel closed")
+			}
+			if ev.Kind == kind && ev.Path == path {
+				return ev
+			}
+		case <-deadline:
+			t.Fatalf("no %s event for %s within %v (stats %+v)", kind, path, timeout, w.Stats())
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func requireV1(t *testing.T) {
+	t.Helper()
+	if cgtest.Version() != 1 {
+		t.Skip("cgroup v1 interface")
+	}
+}
+
+// TestThresholdEvent: a threshold 8 MiB above the group's usage fires when an
+// allocator grows through it. Latencies are logged, not asserted.
+func TestThresholdEvent(t *testing.T) {
+	requireV1(t)
+	p := eventstest.NewProbe(t)
+	var lat []time.Duration
+	for range 5 {
+		lat = append(lat, p.ThresholdTrial(t))
+	}
+	s := eventstest.Summarize(lat)
+	t.Logf("usage crossing -> event: n=%d p50=%v p99=%v max=%v (all %v)", s.N, s.P50, s.P99, s.Max, lat)
+	if got := p.W.Stats().Events[collectors.EventThreshold]; got < 5 {
+		t.Errorf("Stats().Events[threshold] = %d, want >= 5", got)
+	}
+}
+
+// TestOOMEvent: the test's own cgroup, limited to 64 MiB, OOM-kills an
+// allocator of 200 MiB; the oom_control notification must arrive.
+func TestOOMEvent(t *testing.T) {
+	requireV1(t)
+	w := startWatcher(t)
+	g := cgtest.New(t)
+	g.Write(t, "memory", "memory.limit_in_bytes", "64M")
+	if err := w.WatchOOM(g.Path(), g.Dir("memory")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := g.Allocator(cgtest.AllocSpec{TotalMiB: 200, StepMiB: 4})
+	cgtest.Start(t, cmd)
+	started := time.Now()
+	ev := waitEvent(t, w, collectors.EventOOM, g.Path(), 30*time.Second)
+	err := cmd.Wait()
+	exited := time.Now()
+	if err == nil {
+		t.Fatal("allocator exited cleanly under a 64 MiB limit")
+	}
+	if n := g.KeyedValue(t, "memory", "memory.oom_control", "oom_kill"); n < 1 {
+		t.Errorf("oom_control oom_kill = %d, want >= 1", n)
+	}
+	t.Logf("oom event %v after allocator start; allocator reaped %v after the event", ev.Time.Sub(started), exited.Sub(ev.Time))
+}
+
+// TestNodePressureTrigger registers a node-wide PSI trigger with a 1 s
+// window: without CAP_SYS_RESOURCE the kernel refuses it and the watcher
+// must retry with 2 s and list what was accepted.
+func TestNodePressureTrigger(t *testing.T) {
+	if _, err := os.Stat(events.NodePressureFile); err != nil {
+		t.Skipf("no PSI on this kernel: %v", err)
+	}
+	w := startWatcher(t)
+	stall, window := 100*time.Millisecond, time.Second
+	if err := w.WatchPressure("", "", stall, window); err != nil {
+		t.Fatalf("kernel refused the node PSI trigger: %v", err)
+	}
+	regs := w.Registrations()
+	if len(regs) != 1 {
+		t.Fatalf("Registrations() = %+v, want one", regs)
+	}
+	got := regs[0]
+	if got.Kind != collectors.EventPSI || got.File != events.NodePressureFile || got.Stall != stall || got.RequestedWindow != window {
+		t.Errorf("registration %+v, want psi on %s stall %v requested window %v", got, events.NodePressureFile, stall, window)
+	}
+	if got.Window != window && got.Window != 2*time.Second {
+		t.Errorf("accepted window %v, want %v or the 2 s rounding", got.Window, window)
+	}
+	t.Logf("node PSI trigger accepted: stall %v window %v (requested %v)", got.Stall, got.Window, got.RequestedWindow)
+
+	// Bad parameters are refused before reaching the kernel.
+	for _, tc := range []struct{ stall, window time.Duration }{
+		{0, 2 * time.Second}, {3 * time.Second, 2 * time.Second}, {time.Millisecond, 11 * time.Second}, {time.Millisecond, time.Millisecond},
+	} {
+		if err := w.WatchPressure("", "", tc.stall, tc.window); err == nil {
+			t.Errorf("WatchPressure(stall %v, window %v) accepted", tc.stall, tc.window)
+		}
+	}
+	w.Unwatch("")
+	if n := w.Stats().Registrations; n != 0 {
+		t.Errorf("after Unwatch: %d registrations", n)
+	}
+}
+
+// TestNoFDLeak: watches on a cgroup are released both by Unwatch and by the
+// cgroup's removal while still registered (the kernel signals the eventfds on
+// rmdir; the watcher must notice the directory is gone and drop them without
+// reporting an event).
+func TestNoFDLeak(t *testing.T) {
+	requireV1(t)
+	w := startWatcher(t)
+	before := countFDs(t)
+
+	t.Run("unwatch", func(t *testing.T) {
+		g := cgtest.New(t)
+		for i := range 3 {
+			if err := w.WatchThreshold(g.Path(), g.Dir("memory"), uint64(64+i)<<20); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.WatchOOM(g.Path(), g.Dir("memory")); err != nil {
+			t.Fatal(err)
+		}
+		if got := countFDs(t); got != before+4 {
+			t.Errorf("fds with 4 watches = %d, want %d", got, before+4)
+		}
+		w.Unwatch(g.Path())
+		if got := countFDs(t); got != before {
+			t.Errorf("fds after Unwatch = %d, want %d", got, before)
+		}
+	})
+
+	t.Run("rmdir while registered", func(t *testing.T) {
+		g := cgtest.New(t)
+		if err := w.WatchThreshold(g.Path(), g.Dir("memory"), 64<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WatchOOM(g.Path(), g.Dir("memory")); err != nil {
+			t.Fatal(err)
+		}
+		removedBefore := w.Stats().Removed
+		if err := os.Remove(g.Dir("memory")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "watches of the removed cgroup dropped", func() bool { return w.Stats().Registrations == 0 })
+		if got := w.Stats().Removed - removedBefore; got != 2 {
+			t.Errorf("Removed grew by %d, want 2", got)
+		}
+		if got := countFDs(t); got != before {
+			t.Errorf("fds after rmdir = %d, want %d", got, before)
+		}
+		select {
+		case ev := <-w.Events():
+			t.Errorf("removal reported as an event: %+v", ev)
+		default:
+		}
+	})
+
+	t.Run("watch on a missing cgroup", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "gone")
+		if err := w.WatchOOM("/gone", dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("WatchOOM on a missing dir: %v, want ErrNotExist", err)
+		}
+		if got := countFDs(t); got != before {
+			t.Errorf("fds after a failed watch = %d, want %d", got, before)
+		}
+	})
+}
+
+// TestRunStopsAndReleases: after Run returns, the channel is closed, every
+// descriptor is released and watching fails with ErrClosed.
+func TestRunStopsAndReleases(t *testing.T) {
+	before := countFDs(t)
+	w, err := events.NewWatcher(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(events.NodePressureFile); err == nil {
+		if err := w.WatchPressure("", "", 100*time.Millisecond, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if _, ok := <-w.Events(); ok {
+		t.Error("Events channel still open after Run returned")
+	}
+	if got := countFDs(t); got != before {
+		t.Errorf("fds after Run returned = %d, want %d", got, before)
+	}
+	if err := w.WatchPressure("", "", 100*time.Millisecond, 2*time.Second); !errors.Is(err, events.ErrClosed) {
+		t.Errorf("WatchPressure after stop: %v, want ErrClosed", err)
+	}
+	if err := w.Run(context.Background()); !errors.Is(err, events.ErrClosed) {
+		t.Errorf("second Run: %v, want ErrClosed", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Errorf("Close after Run: %v", err)
+	}
+}
+
+// TestSlowConsumerCoalesces: with nobody reading, the loop keeps running;
+// events for the same cgroup coalesce once the channel is full.
+func TestSlowConsumerCoalesces(t *testing.T) {
+	requireV1(t)
+	w := startWatcher(t)
+	g := cgtest.New(t)
+	// Thresholds every 256 KiB from 8 MiB to 40 MiB: 128 registrations for
+	// one cgroup, crossed up by the allocator, down when it is killed.
+	for b := uint64(8 << 20); b < 40<<20; b += 256 << 10 {
+		if err := w.WatchThreshold(g.Path(), g.Dir("memory"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := 0; round < 3; round++ {
+		cmd := g.Allocator(cgtest.AllocSpec{TotalMiB: 48, StepMiB: 1, Hold: time.Minute})
+		cgtest.Start(t, cmd)
+		waitFor(t, "allocator above 40 MiB", func() bool { return g.ReadUint(t, "memory", "memory.usage_in_bytes") > 44<<20 })
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	var s events.Stats
+	waitFor(t, "events counted", func() bool {
+		s = w.Stats()
+		return s.Events[collectors.EventThreshold] > 256
+	})
+	t.Logf("stats after 3 rounds without a reader: %+v", s)
+	if s.Coalesced == 0 {
+		t.Errorf("no events coalesced with %d events and a channel of 256", s.Events[collectors.EventThreshold])
+	}
+	// The loop is still alive: draining the channel works and new events
+	// keep arriving.
+	n := 0
+	for len(w.Events()) > 0 {
+		<-w.Events()
+		n++
+	}
+	if n != cap(w.Events()) {
+		t.Errorf("drained %d buffered events, want a full channel of %d", n, cap(w.Events()))
+	}
+	// The coalesced backlog is flushed once there is room.
+	waitEvent(t, w, collectors.EventThreshold, g.Path(), 5*time.Second)
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// BenchmarkThresholdLatency measures usage crossing -> event delivery on
+// real v1 cgroups, one trial per iteration. Run with -benchtime=40x.
+func BenchmarkThresholdLatency(b *testing.B) {
+	p := eventstest.NewProbe(b)
+	var lat []time.Duration
+	for b.Loop() {
+		lat = append(lat, p.ThresholdTrial(b))
+	}
+	s := eventstest.Summarize(lat)
+	b.ReportMetric(float64(s.P50.Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(s.P99.Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(s.Max.Microseconds())/1000, "max-ms")
+}
+
+// TestCgroupV2VM runs the TestV2* tests of this package in the cgroup v2
+// microVM.
+func TestCgroupV2VM(t *testing.T) { vmtest.Run(t, "^TestV2") }
