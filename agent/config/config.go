@@ -77,11 +77,10 @@ type Events struct {
 	PSI         PSITrigger    `yaml:"psi" json:"psi"`
 }
 
-// PSITrigger is a node-wide memory PSI trigger (/proc/pressure/memory).
+// PSITrigger is a node-wide memory PSI trigger on the "some" line of
+// /proc/pressure/memory.
 type PSITrigger struct {
 	Enabled bool `yaml:"enabled" json:"enabled"`
-	// Kind is "some" or "full".
-	Kind string `yaml:"kind" json:"kind"`
 	// Stall is the stall time within Window that fires the trigger.
 	Stall time.Duration `yaml:"stall" json:"stall"`
 	// Window must be a multiple of 2s without CAP_SYS_RESOURCE (500ms..10s).
@@ -263,9 +262,6 @@ func (e *Events) Validate() error {
 // 10s; unprivileged (no CAP_SYS_RESOURCE) only multiples of 2s.
 func (p *PSITrigger) Validate() error {
 	var errs []error
-	if p.Kind != "some" && p.Kind != "full" {
-		errs = append(errs, fieldErr("kind", "want some or full, got %q", p.Kind))
-	}
 	if p.Window < 500*time.Millisecond || p.Window > 10*time.Second {
 		errs = append(errs, fieldErr("window", "must be between 500ms and 10s, got %v", p.Window))
 	}

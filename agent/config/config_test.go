@@ -134,7 +134,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c := Default()
 	c.Tick = 0
 	c.Remediation.MaxConcurrent = 0
-	c.Events.PSI.Kind = "most"
+	c.Events.PSI.Window = time.Minute
 	err := c.Validate()
 	var fields []string
 	for _, e := range unjoin(err) {
@@ -144,7 +144,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		}
 		fields = append(fields, fe.Field)
 	}
-	want := []string{"tick", "events.psi.kind", "remediation.max_concurrent"}
+	want := []string{"tick", "events.psi.window", "remediation.max_concurrent"}
 	if !reflect.DeepEqual(fields, want) {
 		t.Errorf("fields = %v, want %v", fields, want)
 	}
