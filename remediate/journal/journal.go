@@ -344,3 +344,19 @@ func (j *Journal) Applied() ([]AppliedLimit, error) {
 	sort.Slice(out, func(a, b int) bool { return out[a].Key < out[b].Key })
 	return out, nil
 }
+
+// GetApplied returns the applied limit recorded under key, or ErrNotFound.
+func (j *Journal) GetApplied(key string) (AppliedLimit, error) {
+	var a AppliedLimit
+	err := j.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketApplied).Get([]byte(key))
+		if v == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(v, &a)
+	})
+	if err != nil {
+		return a, fmt.Errorf("journal: applied %s: %w", key, err)
+	}
+	return a, nil
+}

@@ -1,0 +1,276 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-agent/vigil/collectors"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/ with payloads captured from the real Alertmanager")
+
+// requireTool returns the path of a Debian-packaged binary the test needs:
+// skip on a developer machine without it, fail in CI (CI=true).
+func requireTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s not found in PATH: apt-get install -y %s", name, pkg)
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// bodyRecorder keeps every request body that reached the handler.
+type bodyRecorder struct {
+	next http.Handler
+	mu   sync.Mutex
+	seen [][]byte
+}
+
+func (b *bodyRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	b.mu.Lock()
+	b.seen = append(b.seen, body)
+	b.mu.Unlock()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	b.next.ServeHTTP(w, r)
+}
+
+func (b *bodyRecorder) bodies() [][]byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([][]byte(nil), b.seen...)
+}
+
+// TestAlertmanagerEndToEnd: alerts posted to a real Alertmanager's v2 API are
+// routed, with a bearer token, to the inbound handler; they show up in the
+// store as firing with their labels and target, then as resolved.
+func TestAlertmanagerEndToEnd(t *testing.T) {
+	bin := requireTool(t, "prometheus-alertmanager", "prometheus-alertmanager")
+	const token = "e2e-token-0123456789abcdef"
+	store := NewAlertStore(StoreOptions{})
+	inbound, err := NewInbound(InboundConfig{BearerToken: token}, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &bodyRecorder{next: inbound}
+	mux := http.NewServeMux()
+	mux.Handle("POST /api/v1/alerts", rec)
+	vigil := httptest.NewServer(mux)
+	t.Cleanup(vigil.Close)
+
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`route:
+  receiver: vigil
+  group_by: [alertname, cgroup]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: vigil
+    webhook_configs:
+      - url: %s/api/v1/alerts
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: %s
+`, vigil.URL, token)
+	cfgPath := filepath.Join(dir, "alertmanager.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	amAddr := freeAddr(t)
+	var amLog bytes.Buffer
+	cmd := exec.Command(bin,
+		"--config.file="+cfgPath,
+		"--storage.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+amAddr,
+		"--cluster.listen-address=", // no gossip port
+		"--log.level=warn",
+	)
+	cmd.Stdout, cmd.Stderr = &amLog, &amLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("alertmanager output:\n%s", amLog.String())
+		}
+	})
+	amURL := "http://" + amAddr
+	waitFor(t, 30*time.Second, "alertmanager ready", func() bool {
+		resp, err := http.Get(amURL + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	startsAt := time.Now().Add(-time.Minute).UTC().Truncate(time.Second)
+	post := func(endsAt time.Time) {
+		alerts := []map[string]any{
+			{
+				"labels":      map[string]string{"alertname": "PodMemoryLeak", "cgroup": "/kubepods/pod1", "severity": "critical"},
+				"annotations": map[string]string{"summary": "leaking"},
+				"startsAt":    startsAt,
+				"endsAt":      endsAt,
+			},
+			{
+				"labels":   map[string]string{"alertname": "NodeSwapping", "severity": "warning"},
+				"startsAt": startsAt,
+				"endsAt":   endsAt,
+			},
+		}
+		body, _ := json.Marshal(alerts)
+		resp, err := http.Post(amURL+"/api/v2/alerts", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("POST /api/v2/alerts: %s: %s", resp.Status, b)
+		}
+	}
+
+	post(time.Now().Add(time.Hour))
+	waitFor(t, 30*time.Second, "both alerts firing in the store", func() bool {
+		return countStatus(store.Active(time.Now()), "firing") == 2
+	})
+	byName := map[string]collectors.Alert{}
+	for _, a := range store.Active(time.Now()) {
+		byName[a.Name] = a
+	}
+	leak := byName["PodMemoryLeak"]
+	if leak.Target != "/kubepods/pod1" || leak.Labels["severity"] != "critical" || leak.Annotations["summary"] != "leaking" ||
+		!leak.StartsAt.Equal(startsAt) || leak.Fingerprint == "" {
+		t.Errorf("PodMemoryLeak = %+v", leak)
+	}
+	if node := byName["NodeSwapping"]; node.Target != "" || node.Status != "firing" {
+		t.Errorf("NodeSwapping = %+v, want node-wide firing", node)
+	}
+
+	post(time.Now().Add(-time.Second))
+	waitFor(t, 30*time.Second, "both alerts resolved in the store", func() bool {
+		return countStatus(store.Active(time.Now()), "resolved") == 2
+	})
+
+	bodies := rec.bodies()
+	for i, b := range bodies {
+		if _, err := parseAlertmanager(b); err != nil {
+			t.Errorf("delivery %d does not parse: %v\n%s", i, err, b)
+		}
+	}
+	if *update {
+		// Seeds for FuzzParseAlertmanager: one real body of each status.
+		for _, status := range []string{"firing", "resolved"} {
+			for _, body := range bodies {
+				var p amPayload
+				if json.Unmarshal(body, &p) != nil || p.Status != status {
+					continue
+				}
+				var pretty bytes.Buffer
+				json.Indent(&pretty, body, "", "  ")
+				path := filepath.Join("testdata", "alertmanager-"+status+".json")
+				if err := os.WriteFile(path, append(pretty.Bytes(), '\n'), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+
+	// A repeated delivery of a captured body changes nothing.
+	before := store.Active(time.Now())
+	resp := postJSON(t, vigil.URL+"/api/v1/alerts", bodies[0], map[string]string{"Authorization": "Bearer " + token})
+	if resp.Duplicates == 0 || resp.Accepted != 0 {
+		t.Errorf("re-delivery: %+v, want only duplicates", resp)
+	}
+	if after := store.Active(time.Now()); !sameAlerts(before, after) {
+		t.Errorf("re-delivery changed the store:\nbefore %+v\nafter  %+v", before, after)
+	}
+}
+
+func countStatus(alerts []collectors.Alert, status string) int {
+	n := 0
+	for _, a := range alerts {
+		if a.Status == status {
+			n++
+		}
+	}
+	return n
+}
+
+func sameAlerts(a, b []collectors.Alert) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return bytes.Equal(ja, jb)
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func postJSON(t *testing.T, url string, body []byte, headers map[string]string) inboundReply {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r inboundReply
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatalf("decode reply: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST %s: %s: %s", url, resp.Status, r.Error)
+	}
+	return r
+}
