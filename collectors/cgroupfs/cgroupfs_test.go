@@ -1,0 +1,464 @@
+package cgroupfs
+
+import (
+	"bufio"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/test/cgtest"
+)
+
+func TestMain(m *testing.M) { cgtest.Main(m) }
+
+const mib = 1 << 20
+
+// newCollector returns a Collector for the real hierarchy limited to the
+// subtree of g, closed at cleanup.
+func newCollector(t testing.TB, g *cgtest.Group, opts Options) *Collector {
+	t.Helper()
+	opts.Subtree = g.Path()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, _, err := c.Discover(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// testLogger sends the collector's log to the test's log.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// sweep runs a full sweep and fails the test on error.
+func sweep(t testing.TB, c *Collector, snap *collectors.Snapshot) {
+	t.Helper()
+	if err := c.Sweep(time.Now(), snap); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func find(snap *collectors.Snapshot, path string) *collectors.CgroupSample {
+	for i := range snap.Cgroups {
+		if snap.Cgroups[i].Path == path {
+			return &snap.Cgroups[i]
+		}
+	}
+	return nil
+}
+
+func mustFind(t testing.TB, snap *collectors.Snapshot, path string) *collectors.CgroupSample {
+	t.Helper()
+	s := find(snap, path)
+	if s == nil {
+		var got []string
+		for _, c := range snap.Cgroups {
+			got = append(got, c.Path)
+		}
+		t.Fatalf("cgroup %s not in snapshot (has %v)", path, got)
+	}
+	return s
+}
+
+// allocOut receives the "held <MiB>" lines of an allocator.
+type allocOut chan int
+
+// pipe connects to cmd's stdout before it starts. The reading goroutine ends
+// when the process exits (cgtest.Start's cleanup kills it).
+func pipe(t testing.TB, cmd *exec.Cmd) allocOut {
+	t.Helper()
+	r, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(allocOut, 1024)
+	go func() {
+		defer close(out)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if n, err := strconv.Atoi(strings.TrimPrefix(sc.Text(), "held ")); err == nil {
+				out <- n
+			}
+		}
+	}()
+	return out
+}
+
+// next waits for the allocator's next step and returns the MiB it holds.
+func (o allocOut) next(t testing.TB) int {
+	t.Helper()
+	select {
+	case n, ok := <-o:
+		if !ok {
+			t.Fatal("allocator exited early")
+		}
+		return n
+	case <-time.After(60 * time.Second):
+		t.Fatal("allocator made no progress in 60s")
+	}
+	return 0
+}
+
+func waitHeld(t testing.TB, o allocOut, mibs int) {
+	t.Helper()
+	for o.next(t) < mibs {
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// TestSweepRealCgroup runs an allocator that grows inside a limited child of
+// a test group and checks what a sweep reports against the kernel's files.
+func TestSweepRealCgroup(t *testing.T) { testSweepRealCgroup(t) }
+
+func testSweepRealCgroup(t *testing.T) {
+	g := cgtest.New(t)
+	setLimit(t, g, "256M")
+	work := g.Child(t, "work")
+	setLimit(t, work, "1G") // looser than its parent: the parent's limit is the effective one
+	if work.Version == 1 {
+		work.Write(t, "memory", "memory.soft_limit_in_bytes", "64M")
+	}
+	c := newCollector(t, g, Options{GrowthWindow: 20 * time.Second})
+	if got := c.Hierarchy().Version; got != g.Version {
+		t.Fatalf("Hierarchy().Version = %d, cgtest says %d", got, g.Version)
+	}
+
+	const totalMiB = 96
+	cmd := work.Allocator(cgtest.AllocSpec{TotalMiB: totalMiB, StepMiB: 8, Interval: 200 * time.Millisecond})
+	out := pipe(t, cmd)
+	cgtest.Start(t, cmd)
+
+	var snap collectors.Snapshot
+	var growing []float64
+	for held := 0; held < totalMiB; {
+		held = out.next(t)
+		sweep(t, c, &snap)
+		s := mustFind(t, &snap, work.Path())
+		if held >= 32 {
+			growing = append(growing, s.Derived.GrowthBytesPerSecond)
+			if s.Derived.GrowthBytesPerSecond <= 0 {
+				t.Errorf("held %d MiB and growing: growth = %v B/s, want > 0", held, s.Derived.GrowthBytesPerSecond)
+			}
+			if st := float64(s.Derived.SecondsToLimit); math.IsInf(st, 0) || st <= 0 {
+				t.Errorf("held %d MiB and growing: seconds to limit = %v, want finite > 0", held, st)
+			}
+		}
+	}
+	t.Logf("growth while allocating: %v B/s", growing)
+
+	sweep(t, c, &snap)
+	if snap.Hierarchy != c.Hierarchy() {
+		t.Errorf("snapshot hierarchy %+v, want %+v", snap.Hierarchy, c.Hierarchy())
+	}
+	s := mustFind(t, &snap, work.Path())
+	parent := mustFind(t, &snap, g.Path())
+	usageFile := map[int]string{1: "memory.usage_in_bytes", 2: "memory.current"}[g.Version]
+	kernelUsage := work.ReadUint(t, "memory", usageFile)
+
+	if s.Memory.UsageBytes < totalMiB*mib {
+		t.Errorf("usage %d, want >= %d (allocator holds %d MiB)", s.Memory.UsageBytes, totalMiB*mib, totalMiB)
+	}
+	if d := int64(s.Memory.UsageBytes) - int64(kernelUsage); d > 8*mib || d < -8*mib {
+		t.Errorf("usage %d, kernel file says %d", s.Memory.UsageBytes, kernelUsage)
+	}
+	if s.Memory.PeakBytes < s.Memory.UsageBytes-mib {
+		t.Errorf("peak %d below usage %d", s.Memory.PeakBytes, s.Memory.UsageBytes)
+	}
+	if got, want := uint64(s.Memory.MaxBytes), uint64(1<<30); got != want {
+		t.Errorf("work max = %d, want %d", got, want)
+	}
+	if got, want := uint64(parent.Memory.MaxBytes), uint64(256*mib); got != want {
+		t.Errorf("parent max = %d, want %d", got, want)
+	}
+	if got, want := uint64(s.Memory.EffectiveLimitBytes), uint64(256*mib); got != want {
+		t.Errorf("effective limit = %d, want the parent's %d", got, want)
+	}
+	if s.Stat.Anon < (totalMiB-8)*mib {
+		t.Errorf("stat anon = %d, want about %d MiB", s.Stat.Anon, totalMiB)
+	}
+	if parent.Stat.Anon < s.Stat.Anon {
+		t.Errorf("parent anon %d < child anon %d: stat is not hierarchical", parent.Stat.Anon, s.Stat.Anon)
+	}
+	if s.Stat.Pgfault == 0 {
+		t.Error("stat pgfault = 0")
+	}
+	ws := s.Derived.WorkingSetBytes
+	if ws < (totalMiB-8)*mib || ws > s.Memory.UsageBytes {
+		t.Errorf("working set %d, want between %d and usage %d", ws, (totalMiB-8)*mib, s.Memory.UsageBytes)
+	}
+	if ws != sub(s.Memory.UsageBytes, s.Stat.InactiveFile) {
+		t.Errorf("working set %d != usage %d - inactive_file %d", ws, s.Memory.UsageBytes, s.Stat.InactiveFile)
+	}
+	if got, want := uint64(s.Derived.HeadroomBytes), 256*mib-ws; got != want {
+		t.Errorf("headroom %d, want %d", got, want)
+	}
+	if r := s.Derived.UsageRatio; r < 0.3 || r > 0.5 {
+		t.Errorf("usage ratio %v, want ~%v", r, float64(totalMiB)/256)
+	}
+	if s.Identity.Kind != "cgroup" {
+		t.Errorf("identity %+v", s.Identity)
+	}
+	if g.Version == 1 {
+		if got := uint64(s.Memory.SoftLimitBytes); got != 64*mib {
+			t.Errorf("soft limit %d, want %d", got, 64*mib)
+		}
+		if got := uint64(s.Stat.HierarchicalMemoryLimit); got != 256*mib {
+			t.Errorf("hierarchical_memory_limit %d, want %d", got, 256*mib)
+		}
+		if s.Pressure.Present {
+			t.Error("v1 pressure present")
+		}
+	}
+	// The ancestors of the subtree are tracked, parents before children.
+	for i := 1; i < len(snap.Cgroups); i++ {
+		if snap.Cgroups[i-1].Path >= snap.Cgroups[i].Path {
+			t.Errorf("not sorted: %s before %s", snap.Cgroups[i-1].Path, snap.Cgroups[i].Path)
+		}
+	}
+	if snap.Cgroups[0].Path != "/" {
+		t.Errorf("first cgroup %s, want the root", snap.Cgroups[0].Path)
+	}
+}
+
+// TestOOMKillCounted triggers a real kernel OOM kill inside a test group.
+func TestOOMKillCounted(t *testing.T) { testOOMKillCounted(t) }
+
+func testOOMKillCounted(t *testing.T) {
+	g := cgtest.New(t)
+	setLimit(t, g, "32M")
+	c := newCollector(t, g, Options{})
+	var snap collectors.Snapshot
+	sweep(t, c, &snap)
+	if s := mustFind(t, &snap, g.Path()); s.Events.OOMKill != 0 {
+		t.Fatalf("oom_kill before the test: %d", s.Events.OOMKill)
+	}
+	cmd := g.Allocator(cgtest.AllocSpec{TotalMiB: 128, StepMiB: 4})
+	cgtest.Start(t, cmd)
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("allocator of 128 MiB under a 32 MiB limit exited cleanly")
+	}
+	sweep(t, c, &snap)
+	s := mustFind(t, &snap, g.Path())
+	if s.Events.OOMKill < 1 {
+		t.Errorf("Events.OOMKill = %d, want >= 1", s.Events.OOMKill)
+	}
+	if s.Events.Max < 1 {
+		t.Errorf("Events.Max (v2 max / v1 failcnt) = %d, want >= 1", s.Events.Max)
+	}
+	if g.Version == 2 && s.Events.OOM < 1 {
+		t.Errorf("Events.OOM = %d, want >= 1", s.Events.OOM)
+	}
+	if s.Memory.PeakBytes < 28*mib {
+		t.Errorf("peak %d, want near the 32M limit", s.Memory.PeakBytes)
+	}
+}
+
+// TestDiscoverTracksChildren checks that a new child is picked up, a removed
+// one dropped, and that no file descriptor leaks.
+func TestDiscoverTracksChildren(t *testing.T) {
+	g := cgtest.New(t)
+	before := openFDs(t)
+	c, err := New(Options{Subtree: g.Path(), Workers: 1, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	added, removed, err := c.Discover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	depth := strings.Count(g.Path(), "/") + 1 // the root, the ancestors and g
+	if added != depth || removed != 0 {
+		t.Errorf("first Discover: added %d removed %d, want %d and 0", added, removed, depth)
+	}
+	tracked := openFDs(t)
+	child := g.Child(t, "new")
+	if added, removed, err = c.Discover(); err != nil || added != 1 || removed != 0 {
+		t.Errorf("Discover after mkdir: added %d removed %d err %v, want 1, 0", added, removed, err)
+	}
+	var snap collectors.Snapshot
+	sweep(t, c, &snap)
+	mustFind(t, &snap, child.Path())
+	if got := c.Stats().Tracked; got != depth+1 {
+		t.Errorf("Stats().Tracked = %d, want %d", got, depth+1)
+	}
+	if err := os.Remove(child.Dir("memory")); err != nil {
+		t.Fatal(err)
+	}
+	if added, removed, err = c.Discover(); err != nil || added != 0 || removed != 1 {
+		t.Errorf("Discover after rmdir: added %d removed %d err %v, want 0, 1", added, removed, err)
+	}
+	sweep(t, c, &snap)
+	if find(&snap, child.Path()) != nil {
+		t.Errorf("removed cgroup %s still swept", child.Path())
+	}
+	if got := openFDs(t); got != tracked {
+		t.Errorf("open fds %d after the child went, want %d as before it came", got, tracked)
+	}
+	if added, removed, err = c.Discover(); added != 0 || removed != 0 || err != nil {
+		t.Errorf("idle Discover: added %d removed %d err %v", added, removed, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := openFDs(t); got != before {
+		t.Errorf("open fds %d after Close, want %d", got, before)
+	}
+	if err := c.Sweep(time.Now(), &snap); err != ErrClosed {
+		t.Errorf("Sweep after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestVanishedMidSweep removes a cgroup between Discover and Sweep.
+func TestVanishedMidSweep(t *testing.T) {
+	g := cgtest.New(t)
+	keep := g.Child(t, "keep")
+	gone := g.Child(t, "gone")
+	c := newCollector(t, g, Options{Workers: 1})
+	fds := openFDs(t)
+	if err := os.Remove(gone.Dir("memory")); err != nil {
+		t.Fatal(err)
+	}
+	var snap collectors.Snapshot
+	if err := c.Sweep(time.Now(), &snap); err != nil {
+		t.Fatalf("Sweep with a vanished cgroup: %v, want no error", err)
+	}
+	if find(&snap, gone.Path()) != nil {
+		t.Error("vanished cgroup in the snapshot")
+	}
+	mustFind(t, &snap, keep.Path())
+	mustFind(t, &snap, g.Path())
+	st := c.Stats()
+	if st.Vanished != 1 {
+		t.Errorf("Stats().Vanished = %d, want 1", st.Vanished)
+	}
+	for reason, n := range st.Errors {
+		if n != 0 {
+			t.Errorf("Stats().Errors[%s] = %d, want 0", reason, n)
+		}
+	}
+	perCgroup := 0
+	for _, f := range c.ver.files() {
+		if f != "" && (c.ver.number() == 2 || !strings.Contains(f, "memsw") || exists(filepath.Join(keep.Dir("memory"), f))) {
+			perCgroup++
+		}
+	}
+	if got := openFDs(t); got != fds-perCgroup {
+		t.Errorf("open fds %d, want %d (the vanished cgroup's %d closed)", got, fds-perCgroup, perCgroup)
+	}
+	// The next Discover does not count it again.
+	if added, removed, err := c.Discover(); added != 0 || removed != 0 || err != nil {
+		t.Errorf("Discover after: added %d removed %d err %v", added, removed, err)
+	}
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestSweepPaths reads only the cgroups named.
+func TestSweepPaths(t *testing.T) {
+	g := cgtest.New(t)
+	setLimit(t, g, "128M")
+	a := g.Child(t, "a")
+	b := g.Child(t, "b")
+	setLimit(t, b, "64M")
+	c := newCollector(t, g, Options{})
+	var full, part collectors.Snapshot
+	sweep(t, c, &full)
+	err := c.SweepPaths(time.Now(), []string{b.Path(), "/no/such/cgroup", a.Path(), b.Path()}, &part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !part.Partial {
+		t.Error("Partial = false")
+	}
+	var got []string
+	for _, s := range part.Cgroups {
+		got = append(got, s.Path)
+	}
+	if want := []string{a.Path(), b.Path()}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("partial snapshot has %v, want %v", got, want)
+	}
+	if s := mustFind(t, &part, a.Path()); uint64(s.Memory.EffectiveLimitBytes) != 128*mib {
+		t.Errorf("a: effective limit %d, want the parent's %d", s.Memory.EffectiveLimitBytes, 128*mib)
+	}
+	if s := mustFind(t, &part, b.Path()); uint64(s.Memory.EffectiveLimitBytes) != 64*mib {
+		t.Errorf("b: effective limit %d, want its own %d", s.Memory.EffectiveLimitBytes, 64*mib)
+	}
+	sweep(t, c, &full)
+	if full.Partial {
+		t.Error("full sweep after a partial one still Partial")
+	}
+}
+
+// TestSweepDoesNotAllocate checks the steady state on real cgroups.
+func TestSweepDoesNotAllocate(t *testing.T) {
+	g := cgtest.New(t)
+	for i := range 40 {
+		g.Child(t, "c"+strconv.Itoa(i))
+	}
+	for _, workers := range []int{1, 2} {
+		t.Run("workers="+strconv.Itoa(workers), func(t *testing.T) {
+			c := newCollector(t, g, Options{Workers: workers})
+			var snap collectors.Snapshot
+			sweep(t, c, &snap)
+			now := time.Now()
+			allocs := testing.AllocsPerRun(20, func() {
+				now = now.Add(time.Second)
+				if err := c.Sweep(now, &snap); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("Sweep allocates %v times per call, want 0", allocs)
+			}
+			paths := []string{g.Path() + "/c3", g.Path() + "/c7"}
+			allocs = testing.AllocsPerRun(20, func() {
+				now = now.Add(time.Second)
+				if err := c.SweepPaths(now, paths, &snap); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("SweepPaths allocates %v times per call, want 0", allocs)
+			}
+			allocs = testing.AllocsPerRun(5, func() {
+				if _, _, err := c.Discover(); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("idle Discover allocates %v times per call, want 0", allocs)
+			}
+		})
+	}
+}
