@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/vigil-agent/vigil/collectors"
@@ -92,3 +93,41 @@ type ActionStep struct {
 // ActionValidator checks an action's parameters at rule load time. The
 // remediation layer registers one per action name; rules/ cannot import it.
 type ActionValidator func(params map[string]any) error
+
+// findingJSON is Finding with Evidence values that survive JSON when they
+// are not finite (seconds_to_limit and limits are +Inf when unlimited).
+type findingJSON struct {
+	plainFinding
+	Evidence map[string]collectors.Float `json:"evidence"`
+}
+
+type plainFinding Finding
+
+// MarshalJSON writes non-finite evidence values as "+Inf", "-Inf" or "NaN".
+func (f Finding) MarshalJSON() ([]byte, error) {
+	out := findingJSON{plainFinding: plainFinding(f)}
+	if f.Evidence != nil {
+		out.Evidence = make(map[string]collectors.Float, len(f.Evidence))
+		for k, v := range f.Evidence {
+			out.Evidence[k] = collectors.Float(v)
+		}
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (f *Finding) UnmarshalJSON(data []byte) error {
+	var in findingJSON
+	if err := json.Unmarshal(data, &in); err != nil {
+		return err
+	}
+	*f = Finding(in.plainFinding)
+	f.Evidence = nil
+	if in.Evidence != nil {
+		f.Evidence = make(map[string]float64, len(in.Evidence))
+		for k, v := range in.Evidence {
+			f.Evidence[k] = float64(v)
+		}
+	}
+	return nil
+}
