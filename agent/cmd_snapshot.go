@@ -134,7 +134,7 @@ func writeSnapshotTable(w io.Writer, snap *collectors.Snapshot, sortBy string) e
 		if c.Pressure.Present {
 			psi = fmt.Sprintf("%.2f", c.Pressure.Some.Avg10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Path,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", elide(c.Path, 72),
 			humanBytes(float64(c.Derived.WorkingSetBytes)), limit, use, humanRate(c.Derived.GrowthBytesPerSecond),
 			psi, identityString(&c.Identity))
 	}
@@ -199,4 +199,16 @@ func humanRate(v float64) string {
 		return "+" + humanBytes(v)
 	}
 	return humanBytes(v)
+}
+
+// elide shortens s to at most n runes by cutting its middle, so deep
+// kubepods paths keep their recognisable ends in the table.
+func elide(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n || n < 5 {
+		return s
+	}
+	head := (n - 1) / 2
+	tail := n - 1 - head
+	return string(r[:head]) + "…" + string(r[len(r)-tail:])
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/vigil-agent/vigil/agent/config"
@@ -69,6 +70,9 @@ func (f *configFlags) load() (*config.Config, error) {
 		switch fl.Name {
 		case "host-root":
 			cfg.HostRoot = f.hostRoot
+			if abs, err := filepath.Abs(f.hostRoot); err == nil {
+				cfg.HostRoot = abs
+			}
 		case "listen":
 			cfg.Listen = f.listen
 		case "tick":

@@ -1,0 +1,314 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-agent/vigil/agent/config"
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/test/cgtest"
+	vmtest "github.com/vigil-agent/vigil/test/vm"
+)
+
+func TestMain(m *testing.M) { cgtest.Main(m) }
+
+// TestCgroupV2VM runs this package's TestV2* tests in the cgroup v2 microVM.
+func TestCgroupV2VM(t *testing.T) { vmtest.Run(t, "^TestV2") }
+
+// testLogger writes the agent's log into the test log.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// testConfig is the default config made fast for tests, on a free port.
+func testConfig() *config.Config {
+	c := config.Default()
+	c.Listen = "127.0.0.1:0"
+	c.Tick = 100 * time.Millisecond
+	c.DiscoveryInterval = 200 * time.Millisecond
+	c.GrowthWindow = 2 * time.Second
+	c.Self.OOMScoreAdj = 0 // leave the test process alone
+	return c
+}
+
+// startAgent runs an agent until the test ends and returns it once its
+// HTTP server listens.
+func startAgent(t *testing.T, opts Options) *Agent {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	a, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("agent did not stop within 10s")
+		}
+	})
+	select {
+	case <-a.Started():
+	case err := <-done:
+		t.Fatalf("agent stopped at start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not start within 10s")
+	}
+	return a
+}
+
+func get(t testing.TB, url string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, b
+}
+
+// eventually polls cond every 50ms for up to d.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// metricValue returns the value of the series whose line starts with
+// prefix (name plus labels) in a /metrics body.
+func metricValue(body []byte, name string, labelSubstr string) (float64, bool) {
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) || len(line) <= len(name) || (line[len(name)] != '{' && line[len(name)] != ' ') {
+			continue
+		}
+		if labelSubstr != "" && !strings.Contains(line, labelSubstr) {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		return v, err == nil
+	}
+	return 0, false
+}
+
+// setLimit sets a memory limit on a test group on either cgroup version.
+func setLimit(t *testing.T, g *cgtest.Group, value string) {
+	if g.Version == 2 {
+		g.Write(t, "", "memory.max", value)
+	} else {
+		g.Write(t, "memory", "memory.limit_in_bytes", value)
+	}
+}
+
+// TestAgentOnRealHost runs the real agent on this machine's cgroups with a
+// test cgroup holding 48 MiB under a 128 MiB limit.
+func TestAgentOnRealHost(t *testing.T) { testAgentOnRealHost(t) }
+
+// TestV2AgentOnRealHost is the same on a real cgroup v2 kernel (microVM).
+func TestV2AgentOnRealHost(t *testing.T) {
+	vmtest.RequireGuest(t)
+	testAgentOnRealHost(t)
+}
+
+func testAgentOnRealHost(t *testing.T) {
+	g := cgtest.New(t)
+	setLimit(t, g, strconv.Itoa(128<<20))
+
+	cfg := testConfig()
+	cfg.Events.ThresholdRatio = 0.25 // v1: a notification at 32 MiB
+	cfgFile := filepath.Join(t.TempDir(), "vigil.yaml")
+	if err := os.WriteFile(cfgFile, []byte("tick: 100ms\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload := func() (*config.Config, error) {
+		c, err := config.Load(cfgFile)
+		if err != nil {
+			return nil, err
+		}
+		c.Listen, c.DiscoveryInterval, c.GrowthWindow, c.Self.OOMScoreAdj = cfg.Listen, cfg.DiscoveryInterval, cfg.GrowthWindow, 0
+		c.Events.ThresholdRatio = cfg.Events.ThresholdRatio
+		return c, nil
+	}
+	a := startAgent(t, Options{Config: cfg, Reload: reload})
+	base := "http://" + a.Addr()
+
+	t.Run("ready", func(t *testing.T) {
+		eventually(t, 10*time.Second, "/readyz 200", func() bool {
+			code, _ := get(t, base+"/readyz")
+			return code == http.StatusOK
+		})
+		code, body := get(t, base+"/readyz?format=json")
+		var st readyStatus
+		if err := json.Unmarshal(body, &st); err != nil || code != http.StatusOK || !st.Ready {
+			t.Errorf("/readyz?format=json = %d %s (%v), want 200 ready", code, body, err)
+		}
+		if code, body := get(t, base+"/healthz"); code != http.StatusOK || string(body) != "ok\n" {
+			t.Errorf("/healthz = %d %q", code, body)
+		}
+	})
+
+	// The group is watched before the allocator starts, so the kernel's
+	// threshold notification (v1) comes while it allocates.
+	label := `cgroup="` + g.Path() + `"`
+	eventually(t, 10*time.Second, "the test cgroup in /metrics with notifications registered", func() bool {
+		_, body := get(t, base+"/metrics")
+		_, seen := metricValue(body, "vigil_cgroup_memory_working_set_bytes", label)
+		watched, _ := metricValue(body, "vigil_event_watched_cgroups", "")
+		return seen && watched >= 1
+	})
+	cmd := g.Allocator(cgtest.AllocSpec{TotalMiB: 48, StepMiB: 8, Interval: 20 * time.Millisecond})
+	cgtest.Start(t, cmd)
+
+	t.Run("metrics", func(t *testing.T) {
+		var body []byte
+		eventually(t, 15*time.Second, "working set >= 40 MiB in /metrics", func() bool {
+			_, body = get(t, base+"/metrics")
+			v, _ := metricValue(body, "vigil_cgroup_memory_working_set_bytes", label)
+			return v >= 40<<20
+		})
+		if v, ok := metricValue(body, "vigil_cgroup_memory_limit_bytes", label); !ok || v != 128<<20 {
+			t.Errorf("limit of %s = %v (found %v), want %d", g.Path(), v, ok, 128<<20)
+		}
+		for _, name := range []string{"vigil_tick_duration_seconds_count", "vigil_cgroups_tracked", "vigil_build_info",
+			"vigil_ready", "vigil_tick_overruns_total", "vigil_node_memory_total_bytes", "go_goroutines", "process_resident_memory_bytes"} {
+			if _, ok := metricValue(body, name, ""); !ok {
+				t.Errorf("/metrics lacks %s", name)
+			}
+		}
+		if v, _ := metricValue(body, "vigil_ready", ""); v != 1 {
+			t.Errorf("vigil_ready = %v, want 1", v)
+		}
+		checkPromtool(t, body)
+	})
+
+	if g.Version == 1 {
+		t.Run("threshold event wakes an off-cycle snapshot", func(t *testing.T) {
+			eventually(t, 15*time.Second, "a threshold event and an off-cycle snapshot", func() bool {
+				_, body := get(t, base+"/metrics")
+				ev, _ := metricValue(body, "vigil_events_received_total", `kind="threshold"`)
+				off, _ := metricValue(body, "vigil_offcycle_snapshots_total", "")
+				return ev >= 1 && off >= 1
+			})
+		})
+	}
+
+	t.Run("api snapshot", func(t *testing.T) {
+		code, body := get(t, base+"/api/v1/snapshot")
+		if code != http.StatusOK {
+			t.Fatalf("/api/v1/snapshot = %d %s", code, body)
+		}
+		var snap collectors.Snapshot
+		if err := json.Unmarshal(body, &snap); err != nil {
+			t.Fatal(err)
+		}
+		if snap.Hierarchy.Version != g.Version {
+			t.Errorf("hierarchy version = %d, want %d", snap.Hierarchy.Version, g.Version)
+		}
+		var found *collectors.CgroupSample
+		for i := range snap.Cgroups {
+			if snap.Cgroups[i].Path == g.Path() {
+				found = &snap.Cgroups[i]
+			}
+		}
+		if found == nil {
+			t.Fatalf("snapshot lacks %s", g.Path())
+		}
+		if found.Memory.UsageBytes < 40<<20 || found.Memory.MaxBytes != 128<<20 {
+			t.Errorf("%s usage %d max %d, want >= 40 MiB under 128 MiB", g.Path(), found.Memory.UsageBytes, found.Memory.MaxBytes)
+		}
+		if snap.Node.MemTotalBytes == 0 {
+			t.Errorf("node MemTotal = 0")
+		}
+	})
+
+	t.Run("reload", func(t *testing.T) {
+		before, _ := get(t, base+"/metrics")
+		_ = before
+		if err := os.WriteFile(cfgFile, []byte("tick: 100ms\nbogus: 1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		a.Reload()
+		eventually(t, 5*time.Second, "the bad config to be rejected", func() bool {
+			_, body := get(t, base+"/metrics")
+			v, _ := metricValue(body, "vigil_config_last_reload_successful", "")
+			return v == 0
+		})
+		if got := a.Config().Tick; got != 100*time.Millisecond {
+			t.Errorf("tick after a rejected reload = %v, want 100ms", got)
+		}
+		if err := os.WriteFile(cfgFile, []byte("tick: 150ms\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		a.Reload()
+		eventually(t, 5*time.Second, "the good config to be applied", func() bool {
+			return a.Config().Tick == 150*time.Millisecond
+		})
+		_, body := get(t, base+"/metrics")
+		if v, _ := metricValue(body, "vigil_config_last_reload_successful", ""); v != 1 {
+			t.Errorf("vigil_config_last_reload_successful = %v after a good reload", v)
+		}
+	})
+}
+
+// checkPromtool runs `promtool check metrics` on a /metrics body. Without
+// promtool the check is skipped, except in CI (CI=true), where it fails.
+func checkPromtool(t *testing.T, body []byte) {
+	t.Helper()
+	path, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("promtool not found (install the Debian prometheus package): %v", err)
+		}
+		t.Skip("promtool not found: apt-get install prometheus to run this check")
+	}
+	cmd := exec.Command(path, "check", "metrics")
+	cmd.Stdin = strings.NewReader(string(body))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("promtool check metrics failed:\n%s", out)
+		}
+		t.Fatal(err)
+	}
+}
+
