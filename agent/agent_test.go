@@ -311,4 +311,3 @@ func checkPromtool(t *testing.T, body []byte) {
 		t.Fatal(err)
 	}
 }
-
