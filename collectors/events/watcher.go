@@ -10,6 +10,11 @@
 //   - PSI triggers on a pressure file (node-wide /proc/pressure/memory or a
 //     v2 cgroup's memory.pressure), which signal with EPOLLPRI.
 //
+// A cgroup removed while watched never leaks or spins: v1 eventfds are
+// signalled on rmdir, a v2 pressure file polls as an error, and kernfs sends
+// no inotify event at all, so memory.events watches are also swept every 2 s;
+// in each case the watch is dropped once its file is gone, without an event.
+//
 // Events are delivered on a buffered channel. The loop never blocks on a
 // slow consumer: undelivered events are coalesced per (kind, cgroup) and sent
 // when there is room, and the losses are counted in Stats.
@@ -230,8 +235,15 @@ func (w *Watcher) WatchMemoryEvents(path, dir string) error {
 	w.byWD[wd] = &registration{Registration: Registration{Kind: collectors.EventMemoryEvents, Path: path, File: file},
 		id: w.nextID, dir: dir, fd: -1, wd: wd}
 	w.stats.Registrations++
+	w.wake() // the loop arms its removal sweep
 	w.logger.Debug("watching", "kind", collectors.EventMemoryEvents, "target", path, "file", file)
 	return nil
+}
+
+// wake interrupts epoll_wait.
+func (w *Watcher) wake() {
+	one := [8]byte{1}
+	_, _ = unix.Write(w.wakefd, one[:])
 }
 
 // WatchPressure registers a PSI trigger "some <stall> <window>" on file, a
@@ -393,16 +405,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer w.release()
 	defer close(w.events)
 
-	stopWake := context.AfterFunc(ctx, func() {
-		var one = [8]byte{1}
-		_, _ = unix.Write(w.wakefd, one[:])
-	})
+	stopWake := context.AfterFunc(ctx, w.wake)
 	defer stopWake()
 
 	evs := make([]unix.EpollEvent, 64)
 	inoBuf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
+	nextSweep := time.Now().Add(inotifySweep)
 	for {
 		timeout := -1
+		if w.inotifyWatches() > 0 {
+			timeout = int(max(time.Until(nextSweep), 0) / time.Millisecond)
+		}
 		if len(w.pendingFIFO) > 0 {
 			timeout = 10 // retry delivery of the coalesced backlog
 		}
@@ -417,7 +430,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 		for _, ev := range evs[:max(n, 0)] {
 			switch {
 			case ev.Fd == int32(-w.wakefd):
-				// Stop requested; ctx.Err() is checked at the top.
+				// Stop (ctx.Err() is checked above) or a new inotify
+				// watch to include in the sweep timeout.
+				var buf [8]byte
+				_, _ = unix.Read(w.wakefd, buf[:])
 			case ev.Fd == int32(-w.inofd):
 				w.readInotify(inoBuf, now)
 			default:
@@ -425,6 +441,42 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 		}
 		w.flush()
+		if !now.Before(nextSweep) {
+			w.sweepInotify()
+			nextSweep = now.Add(inotifySweep)
+		}
+	}
+}
+
+// inotifySweep is how often watched memory.events files are checked for
+// existence. kernfs sends no inotify event when a cgroup is removed (its
+// files are deactivated, not unlinked, and the watch pins the inode), so
+// the watcher looks for itself.
+const inotifySweep = 2 * time.Second
+
+func (w *Watcher) inotifyWatches() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.byWD)
+}
+
+// sweepInotify drops the inotify watches whose file is gone, releasing the
+// inode the watch pinned.
+func (w *Watcher) sweepInotify() {
+	w.mu.Lock()
+	var gone []*registration
+	for _, reg := range w.byWD {
+		if !exists(reg.File) {
+			gone = append(gone, reg)
+		}
+	}
+	for _, reg := range gone {
+		w.dropLocked(reg)
+		w.stats.Removed++
+	}
+	w.mu.Unlock()
+	for _, reg := range gone {
+		w.logger.Debug("cgroup removed, watch dropped", "kind", reg.Kind, "target", reg.Path)
 	}
 }
 
@@ -448,8 +500,10 @@ func (w *Watcher) handle(ev unix.EpollEvent, now time.Time) {
 	}
 	// The kernel signals v1 eventfds when their cgroup is removed, and a
 	// removed cgroup's pressure file polls as an error forever: both mean
-	// the watch is over, not that something happened.
-	if reg.dir != "" && !exists(reg.dir) {
+	// the watch is over, not that something happened. The file, not the
+	// directory, is checked: on v2 rmdir the files are deactivated (and
+	// their pollers woken) just before the directory itself goes.
+	if reg.dir != "" && !exists(reg.File) {
 		w.mu.Lock()
 		w.dropLocked(reg)
 		w.stats.Removed++
@@ -517,8 +571,7 @@ func (w *Watcher) inotifyEvent(wd int, mask uint32, now time.Time) {
 		return
 	}
 	if mask&unix.IN_IGNORED != 0 {
-		// The file is gone (cgroup removed): the kernel already dropped
-		// the watch.
+		// The kernel dropped the watch (the inode went away).
 		delete(w.byWD, wd)
 		w.stats.Registrations--
 		w.stats.Removed++
@@ -626,7 +679,8 @@ func (w *Watcher) release() {
 	}
 }
 
-func exists(dir string) bool {
+func exists(path string) bool {
 	var st unix.Stat_t
-	return unix.Stat(dir, &st) != unix.ENOENT
+	err := unix.Stat(path, &st)
+	return err != unix.ENOENT && err != unix.ENODEV
 }

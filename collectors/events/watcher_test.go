@@ -338,3 +338,100 @@ func BenchmarkThresholdLatency(b *testing.B) {
 // TestCgroupV2VM runs the TestV2* tests of this package in the cgroup v2
 // microVM.
 func TestCgroupV2VM(t *testing.T) { vmtest.Run(t, "^TestV2") }
+
+// TestV2MemoryEvents (guest): memory.events changes when the group's
+// allocator is OOM-killed under memory.max, and the inotify watch reports
+// it; removing the cgroup drops the watch (IN_IGNORED).
+func TestV2MemoryEvents(t *testing.T) {
+	vmtest.RequireGuest(t)
+	w := startWatcher(t)
+	g := cgtest.New(t)
+	g.Write(t, "", "memory.max", "32M")
+	if err := w.WatchMemoryEvents(g.Path(), g.Dir("")); err != nil {
+		t.Fatal(err)
+	}
+	// Watching twice is a no-op.
+	if err := w.WatchMemoryEvents(g.Path(), g.Dir("")); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.Stats().Registrations; n != 1 {
+		t.Errorf("registrations after watching twice = %d, want 1", n)
+	}
+	cmd := g.Allocator(cgtest.AllocSpec{TotalMiB: 128, StepMiB: 4, Hold: time.Minute})
+	cgtest.Start(t, cmd)
+	started := time.Now()
+	ev := waitEvent(t, w, collectors.EventMemoryEvents, g.Path(), 60*time.Second)
+	t.Logf("memory.events change reported %v after allocator start", ev.Time.Sub(started))
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("allocator of 128 MiB exited cleanly under memory.max 32M")
+	}
+	if n := g.KeyedValue(t, "", "memory.events", "oom_kill"); n < 1 {
+		t.Errorf("memory.events oom_kill = %d, want >= 1", n)
+	}
+
+	removedBefore := w.Stats().Removed
+	if err := os.Remove(g.Dir("")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "memory.events watch dropped after rmdir", func() bool { return w.Stats().Registrations == 0 })
+	if got := w.Stats().Removed - removedBefore; got != 1 {
+		t.Errorf("Removed grew by %d, want 1", got)
+	}
+}
+
+// TestV2PressureTrigger (guest): a per-cgroup memory.pressure trigger with a
+// sub-second window (accepted as is: root in the VM has CAP_SYS_RESOURCE)
+// fires when an allocator goes over memory.high and is throttled; removing
+// the cgroup while registered drops the watch and releases its fd.
+func TestV2PressureTrigger(t *testing.T) {
+	vmtest.RequireGuest(t)
+	w := startWatcher(t)
+	before := countFDs(t)
+	g := cgtest.New(t)
+	g.Write(t, "", "memory.high", "32M")
+	file := filepath.Join(g.Dir(""), "memory.pressure")
+	stall, window := 50*time.Millisecond, 500*time.Millisecond
+	if err := w.WatchPressure(g.Path(), file, stall, window); err != nil {
+		t.Fatal(err)
+	}
+	if regs := w.Registrations(); len(regs) != 1 || regs[0].Window != window || regs[0].Stall != stall {
+		t.Errorf("Registrations() = %+v, want one with stall %v window %v", regs, stall, window)
+	}
+	// Only slightly over memory.high: throttling without swap is slow under
+	// TCG, and a stall is all the test needs.
+	cmd := g.Allocator(cgtest.AllocSpec{TotalMiB: 36, StepMiB: 1, Hold: time.Minute})
+	cgtest.Start(t, cmd)
+	started := time.Now()
+	ev := waitEvent(t, w, collectors.EventPSI, g.Path(), 60*time.Second)
+	t.Logf("PSI trigger fired %v after allocator start; memory.pressure: %s", ev.Time.Sub(started), g.Read(t, "", "memory.pressure"))
+	if n := g.KeyedValue(t, "", "memory.events", "high"); n < 1 {
+		t.Errorf("memory.events high = %d, want >= 1", n)
+	}
+
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	waitFor(t, "group empty", func() bool { return len(g.Procs(t)) == 0 })
+	if err := os.Remove(g.Dir("")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "PSI watch dropped after rmdir", func() bool { return w.Stats().Registrations == 0 })
+	if got := countFDs(t); got != before {
+		t.Errorf("fds after rmdir = %d, want %d", got, before)
+	}
+	if s := w.Stats(); s.Errors != 0 {
+		t.Errorf("stats %+v: removal counted as an error", s)
+	}
+}
+
+// TestV2NodePressureAnyWindow (guest): with CAP_SYS_RESOURCE the node-wide
+// trigger keeps its sub-2 s window.
+func TestV2NodePressureAnyWindow(t *testing.T) {
+	vmtest.RequireGuest(t)
+	w := startWatcher(t)
+	if err := w.WatchPressure("", "", 100*time.Millisecond, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if regs := w.Registrations(); len(regs) != 1 || regs[0].Window != time.Second {
+		t.Errorf("Registrations() = %+v, want the 1 s window kept", regs)
+	}
+}
