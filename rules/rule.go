@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"regexp"
@@ -136,25 +137,25 @@ type fileDoc struct {
 }
 
 type ruleDoc struct {
-	Name        string         `yaml:"name"`
-	Description string         `yaml:"description"`
-	Severity    string         `yaml:"severity"`
-	Target      string         `yaml:"target"`
-	Selector    Selector       `yaml:"selector"`
-	Condition   string         `yaml:"condition"`
-	For         time.Duration  `yaml:"for"`
-	Clear       string         `yaml:"clear"`
-	Hysteresis  time.Duration  `yaml:"hysteresis"`
-	Cooldown    *time.Duration `yaml:"cooldown"`
-	Mode        string         `yaml:"mode"`
-	Actions     []actionDoc    `yaml:"actions"`
+	Name        string      `yaml:"name"`
+	Description string      `yaml:"description"`
+	Severity    string      `yaml:"severity"`
+	Target      string      `yaml:"target"`
+	Selector    Selector    `yaml:"selector"`
+	Condition   string      `yaml:"condition"`
+	For         string      `yaml:"for"`
+	Clear       string      `yaml:"clear"`
+	Hysteresis  string      `yaml:"hysteresis"`
+	Cooldown    string      `yaml:"cooldown"`
+	Mode        string      `yaml:"mode"`
+	Actions     []actionDoc `yaml:"actions"`
 }
 
 type actionDoc struct {
 	Action  string         `yaml:"action"`
 	Params  map[string]any `yaml:"params"`
 	Verify  string         `yaml:"verify"`
-	Timeout time.Duration  `yaml:"timeout"`
+	Timeout string         `yaml:"timeout"`
 	DryRun  bool           `yaml:"dry_run"`
 }
 
@@ -304,7 +305,7 @@ func loadFile(file string, data []byte, opts LoadOptions) ([]*Rule, []error) {
 	var rules []*Rule
 	var errs []error
 	for i := range doc.Rules {
-		r, rerrs := buildRule(file, i, &doc.Rules[i], opts, pos)
+		r, rerrs := buildRule(file, data, i, &doc.Rules[i], opts, pos)
 		errs = append(errs, rerrs...)
 		if r != nil {
 			rules = append(rules, r)
@@ -315,7 +316,7 @@ func loadFile(file string, data []byte, opts LoadOptions) ([]*Rule, []error) {
 
 type posFunc func(path string) (line, col int, ok bool)
 
-func buildRule(file string, i int, d *ruleDoc, opts LoadOptions, pos posFunc) (*Rule, []error) {
+func buildRule(file string, data []byte, i int, d *ruleDoc, opts LoadOptions, pos posFunc) (*Rule, []error) {
 	base := fmt.Sprintf("$.rules[%d]", i)
 	var errs []error
 	fail := func(field string, err error) {
@@ -333,7 +334,7 @@ func buildRule(file string, i int, d *ruleDoc, opts LoadOptions, pos posFunc) (*
 	}
 	r := &Rule{
 		Name: d.Name, Description: d.Description, Severity: d.Severity, Target: d.Target,
-		Selector: d.Selector, For: d.For, Hysteresis: d.Hysteresis, Cooldown: DefaultCooldown,
+		Selector: d.Selector, Cooldown: DefaultCooldown,
 		Mode: Mode(d.Mode), File: file,
 	}
 	if l, c, ok := pos(base + ".name"); ok {
@@ -371,20 +372,23 @@ func buildRule(file string, i int, d *ruleDoc, opts LoadOptions, pos posFunc) (*
 	if r.Target == TargetNode && !r.Selector.onlyOptIn() {
 		fail("selector", errors.New("a node rule's selector may only set opt_in"))
 	}
-	for _, dur := range []struct {
-		field string
-		d     time.Duration
-	}{{"for", d.For}, {"hysteresis", d.Hysteresis}} {
-		if dur.d < 0 {
-			fail(dur.field, fmt.Errorf("%v is negative", dur.d))
+	duration := func(field, v string, dst *time.Duration) {
+		if v == "" {
+			return
+		}
+		d, err := time.ParseDuration(v)
+		switch {
+		case err != nil:
+			fail(field, err)
+		case d < 0:
+			fail(field, fmt.Errorf("%v is negative", d))
+		default:
+			*dst = d
 		}
 	}
-	if d.Cooldown != nil {
-		if *d.Cooldown < 0 {
-			fail("cooldown", fmt.Errorf("%v is negative", *d.Cooldown))
-		}
-		r.Cooldown = *d.Cooldown
-	}
+	duration("for", d.For, &r.For)
+	duration("hysteresis", d.Hysteresis, &r.Hysteresis)
+	duration("cooldown", d.Cooldown, &r.Cooldown)
 	if !targetOK {
 		return nil, errs
 	}
@@ -402,7 +406,7 @@ func buildRule(file string, i int, d *ruleDoc, opts LoadOptions, pos posFunc) (*
 						e.Column = col + ce.Column - 1
 					} else {
 						e.Line = l + ce.Line - 1
-						e.Column = ce.Column
+						e.Column = indentOf(data, e.Line) + ce.Column
 					}
 					e.Err = errors.New(ce.Message)
 				}
@@ -422,7 +426,8 @@ func buildRule(file string, i int, d *ruleDoc, opts LoadOptions, pos posFunc) (*
 	}
 	for j, a := range d.Actions {
 		field := fmt.Sprintf("actions[%d]", j)
-		step := ActionStep{Action: a.Action, Params: a.Params, VerifyExpr: a.Verify, Timeout: a.Timeout, DryRun: a.DryRun}
+		step := ActionStep{Action: a.Action, Params: a.Params, VerifyExpr: a.Verify, DryRun: a.DryRun}
+		duration(field+".timeout", a.Timeout, &step.Timeout)
 		if a.Action == "" {
 			fail(field+".action", errors.New("required"))
 		} else if opts.Actions != nil {
@@ -434,9 +439,6 @@ func buildRule(file string, i int, d *ruleDoc, opts LoadOptions, pos posFunc) (*
 					fail(field+".params", err)
 				}
 			}
-		}
-		if a.Timeout < 0 {
-			fail(field+".timeout", fmt.Errorf("%v is negative", a.Timeout))
 		}
 		if strings.TrimSpace(a.Verify) != "" {
 			step.Verify = compile(field+".verify", a.Verify)
@@ -456,4 +458,20 @@ func knownActions(m map[string]ActionValidator) string {
 	}
 	sort.Strings(names)
 	return strings.Join(names, ", ")
+}
+
+// indentOf returns the indentation of a 1-based line of data.
+func indentOf(data []byte, line int) int {
+	for l := 1; l < line; l++ {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			return 0
+		}
+		data = data[i+1:]
+	}
+	n := 0
+	for n < len(data) && data[n] == ' ' {
+		n++
+	}
+	return n
 }
