@@ -147,9 +147,9 @@ func (x *Executor) measure(snap *collectors.Snapshot, now time.Time) {
 func (x *Executor) recordMeasurement(tr *tracked, present bool, c *collectors.CgroupSample, now time.Time) {
 	x.mu.Lock()
 	l := tr.ladder
-	terminated, verified := false, false
+	terminated, verified, cleared := false, false, false
 	if l != nil {
-		terminated = l.terminated
+		terminated, cleared = l.terminated, l.isResolved
 	}
 	x.mu.Unlock()
 	tr.mu.Lock()
@@ -184,7 +184,7 @@ func (x *Executor) recordMeasurement(tr *tracked, present bool, c *collectors.Cg
 		m.Outcome = journal.OutcomeTargetGone
 	case tr.predict:
 		m.Outcome = journal.OutcomeOOMAvoided
-	case verified || c.Derived.GrowthBytesPerSecond < tr.growth0/2 || tr.psi0 > 0 && c.Pressure.Some.Avg10 < tr.psi0/2:
+	case verified || cleared || c.Derived.GrowthBytesPerSecond < tr.growth0/2 || tr.psi0 > 0 && c.Pressure.Some.Avg10 < tr.psi0/2:
 		m.Outcome = journal.OutcomeRecovered
 	default:
 		m.Outcome = journal.OutcomeNoEffect
