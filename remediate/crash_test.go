@@ -53,7 +53,7 @@ func runCrashAgent() int {
 	}
 	fmt.Println("started")
 	x.Handle([]rules.Finding{{Rule: "leak", Mode: rules.Enforce, State: rules.Firing, Time: time.Now(),
-		Target: rules.Target{Kind: "cgroup", Path: spec.Path},
+		Target:  rules.Target{Kind: "cgroup", Path: spec.Path},
 		Actions: []rules.ActionStep{{Action: ActionThrottleCPU, Params: map[string]any{"cpus": 0.05, "soft_limit": "48Mi"}}}}})
 	select {}
 }
