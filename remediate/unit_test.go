@@ -122,7 +122,11 @@ func TestSafetyAdmit(t *testing.T) {
 			{"/apps/a", 0, true, ""}, {"/apps/b", 0, true, ""}, {"/apps/c", 0, true, RefusedBlastRadius},
 			{"/apps/a", time.Second, true, ""}, {"/apps/c", 61 * time.Second, true, ""},
 		}},
-		{"targets", func(c SafetyConfig) SafetyConfig { c.Protected = []string{"/apps/db"}; c.Omit = []string{"/apps/batch/**"}; return c }, []call{
+		{"targets", func(c SafetyConfig) SafetyConfig {
+			c.Protected = []string{"/apps/db"}
+			c.Omit = []string{"/apps/batch/**"}
+			return c
+		}, []call{
 			{"/apps/db", 0, true, RefusedProtected}, {"/apps/batch/x", 0, true, RefusedOmitted}, {"/other", 0, true, RefusedNotOptedIn},
 			{"/vigil", 0, true, RefusedSelf}, {"/", 0, true, RefusedSelf}, {"/vigil/child", 0, true, RefusedSelf}, {"/apps/web", 0, true, ""},
 		}},
