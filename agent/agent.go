@@ -213,6 +213,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		"cgroup_mode", h.Mode, "cgroup_version", h.Version, "memory_root", h.MemoryRoot,
 		"host_root", cfg.HostRoot, "tick", cfg.Tick, "dry_run", cfg.Remediation.DryRun)
 
+	if err := a.buildPipeline(cfg, h); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("agent: listen on %s: %w", cfg.Listen, err)
@@ -589,8 +593,11 @@ func (a *Agent) applyReload(ctx context.Context) *config.Config {
 	keep("growth_window", next.GrowthWindow != old.GrowthWindow)
 	keep("max_cgroups", next.MaxCgroups != old.MaxCgroups)
 	keep("log.format", next.Log.Format != old.Log.Format)
+	keep("rules.shadow", next.Rules.Shadow != old.Rules.Shadow)
+	keep("remediation.journal", next.Remediation.Journal != old.Remediation.Journal)
 	next.Listen, next.HostRoot, next.GrowthWindow, next.MaxCgroups, next.Log.Format =
 		old.Listen, old.HostRoot, old.GrowthWindow, old.MaxCgroups, old.Log.Format
+	next.Rules.Shadow, next.Remediation.Journal = old.Rules.Shadow, old.Remediation.Journal
 	if len(restart) > 0 {
 		a.log.Warn("config fields changed that apply only after a restart", "fields", strings.Join(restart, ","))
 	}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vigil-agent/vigil/agent/config"
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/test/cgtest"
@@ -39,9 +41,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// testConfig is the default config made fast for tests, on a free port.
-func testConfig() *config.Config {
+// testConfig is the default config made fast for tests, on a free port,
+// with its journal in a temporary directory.
+func testConfig(t testing.TB) *config.Config {
 	c := config.Default()
+	c.Remediation.Journal.Path = filepath.Join(t.TempDir(), "journal.db")
 	c.Listen = "127.0.0.1:0"
 	c.Tick = 100 * time.Millisecond
 	c.DiscoveryInterval = 200 * time.Millisecond
@@ -146,14 +150,36 @@ func TestAgentOnRealHost(t *testing.T) { testAgentOnRealHost(t) }
 // TestV2AgentOnRealHost is the same on a real cgroup v2 kernel (microVM).
 func TestV2AgentOnRealHost(t *testing.T) {
 	vmtest.RequireGuest(t)
+	loopbackUp(t)
 	testAgentOnRealHost(t)
+}
+
+// loopbackUp brings the microVM's loopback interface up (the guest boots
+// with it down); it is only called inside the VM.
+func loopbackUp(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		t.Fatalf("lo flags: %v", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		t.Fatalf("lo up: %v", err)
+	}
 }
 
 func testAgentOnRealHost(t *testing.T) {
 	g := cgtest.New(t)
 	setLimit(t, g, strconv.Itoa(128<<20))
 
-	cfg := testConfig()
+	cfg := testConfig(t)
 	cfg.Events.ThresholdRatio = 0.25 // v1: a notification at 32 MiB
 	cfgFile := filepath.Join(t.TempDir(), "vigil.yaml")
 	if err := os.WriteFile(cfgFile, []byte("tick: 100ms\n"), 0o644); err != nil {
@@ -165,6 +191,7 @@ func testAgentOnRealHost(t *testing.T) {
 			return nil, err
 		}
 		c.Listen, c.DiscoveryInterval, c.GrowthWindow, c.Self.OOMScoreAdj = cfg.Listen, cfg.DiscoveryInterval, cfg.GrowthWindow, 0
+		c.Remediation.Journal.Path = cfg.Remediation.Journal.Path
 		c.Events.ThresholdRatio = cfg.Events.ThresholdRatio
 		return c, nil
 	}

@@ -1,68 +1,277 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/vigil-agent/vigil/agent/config"
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/remediate"
+	"github.com/vigil-agent/vigil/remediate/journal"
 	"github.com/vigil-agent/vigil/rules"
 )
 
-// ruleEvaluator is what the loop needs from the rule engine: pure
-// evaluation of one snapshot.
-type ruleEvaluator interface {
-	Evaluate(snap *collectors.Snapshot, now time.Time) []rules.Finding
-}
+// engineStateKey is where the rule engine's state (pending, firing,
+// cooldowns) is kept in the journal, so a restart neither escapes a
+// cooldown nor re-fires a storm.
+const engineStateKey = "rules.engine.state"
 
-// remediator is what the loop needs from remediation: it sees every
-// snapshot (to verify ladder steps and measure outcomes) and every set of
-// findings; it acts in its own goroutine (Run).
-type remediator interface {
-	Observe(snap *collectors.Snapshot)
-	Handle(findings []rules.Finding)
-	Run(ctx context.Context) error
-}
+// stateSaveEvery is how often the engine state is saved while running.
+const stateSaveEvery = 15 * time.Second
 
 // pipeline is the part of a tick after collection: collect → evaluate →
-// remediate. A stage that is not configured is skipped.
+// remediate. Without a journal, remediation is off and findings are only
+// counted by the engine's metrics; /readyz says so.
 type pipeline struct {
-	rules     ruleEvaluator
-	remediate remediator
+	log       *slog.Logger
+	engine    *rules.Engine
+	executor  *remediate.Executor
+	journal   *journal.Journal
 	findings  []rules.Finding
+	lastSaved []byte
+	nextSave  time.Time
+	health    *health
 }
 
-// start runs the stages' goroutines; the returned func stops them and waits.
+// buildPipeline loads the rules, opens the journal and the executor, and
+// mounts their metrics and handlers. Rule files that fail to load stop the
+// start; a journal that cannot be opened leaves the agent observing, not
+// ready.
+func (a *Agent) buildPipeline(cfg *config.Config, hier collectors.Hierarchy) error {
+	p := &a.pipeline
+	p.log, p.health = a.log, a.health
+	set, err := loadRuleSet(cfg)
+	if err != nil {
+		return err
+	}
+	p.engine = rules.NewEngine(set, engineOptions(cfg))
+	a.reg.MustRegister(p.engine.Collector())
+
+	j, err := journal.Open(cfg.Remediation.Journal.Path, journal.Options{
+		Retention: cfg.Remediation.Journal.Retention,
+		MaxBytes:  cfg.Remediation.Journal.MaxBytes,
+	})
+	if err != nil {
+		a.log.Error("journal unavailable: observing only, no remediation", "path", cfg.Remediation.Journal.Path, "err", err)
+		a.SetNotReady("journal", err.Error())
+		return nil
+	}
+	p.journal = j
+	if b, err := j.LoadState(engineStateKey); err == nil && len(b) > 0 {
+		var states []rules.TargetState
+		if err := json.Unmarshal(b, &states); err != nil {
+			a.log.Warn("ignoring unreadable rule state", "err", err)
+		} else {
+			p.engine.Restore(states)
+			p.lastSaved = b
+			a.log.Info("rule state restored", "states", len(states))
+		}
+	}
+	x, err := remediate.New(remediate.Config{
+		Safety:   safetyConfig(cfg),
+		Resolver: remediate.DefaultResolver(filepath.Join(cfg.HostRoot, "sys", "fs", "cgroup"), hier.Version),
+		Log:      a.log,
+	}, j, remediate.VerifyFunc(p.engine.Verify))
+	if err != nil {
+		j.Close()
+		p.journal = nil
+		a.log.Error("remediation unavailable: observing only", "err", err)
+		a.SetNotReady("journal", err.Error())
+		return nil
+	}
+	p.executor = x
+	a.reg.MustRegister(x.Collector())
+	a.Handle("GET /api/v1/remediations", j.Handler())
+	a.Handle("GET /api/v1/remediations/{id}", j.Handler())
+	pause := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The token is checked by HandleAuthenticated; hand the executor's
+		// handler the current one so reloads of api.token_file apply.
+		tok := ""
+		if t := a.token.Load(); t != nil {
+			tok = *t
+		}
+		x.PauseHandler(tok).ServeHTTP(w, r)
+	})
+	a.Handle("GET /api/v1/pause", pause)
+	a.HandleAuthenticated("POST /api/v1/pause", pause)
+	a.HandleAuthenticated("POST /api/v1/resume", pause)
+	return nil
+}
+
+func engineOptions(cfg *config.Config) rules.EngineOptions {
+	return rules.EngineOptions{
+		Shadow:     cfg.Rules.Shadow,
+		OptIn:      ruleOptIn(cfg.Remediation.OptIn),
+		MaxTargets: cfg.MaxCgroups,
+		Clock:      time.Now,
+	}
+}
+
+// ruleOptIn maps remediation.opt_in to the rule selectors' opt-in: path
+// globs and unit: globs (namespace: and label: patterns are matched by
+// remediation's safety layer).
+func ruleOptIn(patterns []string) rules.OptIn {
+	var o rules.OptIn
+	for _, p := range patterns {
+		switch {
+		case strings.HasPrefix(p, "/"):
+			o.Paths = append(o.Paths, p)
+		case strings.HasPrefix(p, "unit:"):
+			o.Units = append(o.Units, strings.TrimPrefix(p, "unit:"))
+		}
+	}
+	return o
+}
+
+// safetyConfig maps the remediation section onto remediate's safety layer.
+func safetyConfig(cfg *config.Config) remediate.SafetyConfig {
+	r := cfg.Remediation
+	s := remediate.DefaultSafety()
+	s.DryRun = r.DryRun
+	s.OptIn = append([]string(nil), r.OptIn...)
+	s.Protected = append(append([]string(nil), remediate.DefaultProtected...), r.Protected...)
+	s.PerTarget = remediate.Rate{Every: r.PerTarget.Every, Burst: r.PerTarget.Burst}
+	s.PerNode = remediate.Rate{Every: r.PerNode.Every, Burst: r.PerNode.Burst}
+	s.MaxConcurrent = r.MaxConcurrent
+	s.BlastRadius = r.MaxTargetsPerHour
+	s.BlastWindow = time.Hour
+	return s
+}
+
+// loadRuleSet reads every *.yaml/*.yml file of rules.dirs (following
+// symlinks, so a Kubernetes ConfigMap's ..data swap works) and compiles
+// them. No files: no rules.
+func loadRuleSet(cfg *config.Config) (*rules.RuleSet, error) {
+	files := map[string][]byte{}
+	for _, dir := range cfg.Rules.Dirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("rules: %w", err)
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+				continue
+			}
+			file := filepath.Join(dir, name)
+			st, err := os.Stat(file)
+			if err != nil {
+				return nil, fmt.Errorf("rules: %w", err)
+			}
+			if st.IsDir() {
+				continue
+			}
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return nil, fmt.Errorf("rules: %w", err)
+			}
+			files[file] = b
+		}
+	}
+	if len(files) == 0 {
+		return nil, nil
+	}
+	return rules.Load(files, rules.LoadOptions{Actions: remediate.Validators()})
+}
+
+// start runs the executor's housekeeping; the returned func stops it,
+// releases what remediations hold, saves the rule state and closes the
+// journal.
 func (p *pipeline) start(ctx context.Context, a *Agent) (stop func()) {
-	if p.remediate == nil {
+	if p.executor == nil {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := p.remediate.Run(ctx); err != nil && ctx.Err() == nil {
-			a.log.Error("remediation stopped", "err", err)
-			a.SetNotReady("remediation", err.Error())
+		if err := p.executor.Run(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("remediation housekeeping stopped", "err", err)
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() {
+		cancel()
+		<-done
+		if err := p.executor.Close(); err != nil {
+			a.log.Warn("closing remediation", "err", err)
+		}
+		p.saveState(true)
+		if err := p.journal.Close(); err != nil {
+			a.log.Warn("closing journal", "err", err)
+		}
+	}
 }
 
 // process runs one snapshot (full or partial) through the stages.
 func (p *pipeline) process(snap *collectors.Snapshot, now time.Time) {
-	p.findings = p.findings[:0]
-	if p.rules != nil {
-		p.findings = p.rules.Evaluate(snap, now)
+	if p.engine == nil {
+		return
 	}
-	if p.remediate != nil {
-		p.remediate.Observe(snap)
-		if len(p.findings) > 0 {
-			p.remediate.Handle(p.findings)
-		}
+	p.findings = p.engine.Evaluate(snap, now)
+	if p.executor == nil {
+		return
+	}
+	p.executor.Observe(snap)
+	if len(p.findings) > 0 {
+		p.executor.Handle(p.findings)
+	}
+	if p.executor.Paused() {
+		p.health.setNotReady("paused", "remediation paused by an operator (POST /api/v1/resume)")
+	} else {
+		p.health.setNotReady("paused", "")
+	}
+	if !snap.Partial && now.After(p.nextSave) {
+		p.nextSave = now.Add(stateSaveEvery)
+		p.saveState(false)
 	}
 }
 
-// reload applies a new configuration to the stages; an error rejects the
-// whole reload.
-func (p *pipeline) reload(cfg *config.Config) error { return nil }
+// saveState writes the rule state to the journal when it changed.
+func (p *pipeline) saveState(final bool) {
+	if p.journal == nil || p.engine == nil {
+		return
+	}
+	states := p.engine.State()
+	sort.SliceStable(states, func(i, j int) bool { return states[i].Rule < states[j].Rule })
+	b, err := json.Marshal(states)
+	if err != nil {
+		p.log.Warn("encoding rule state", "err", err)
+		return
+	}
+	if bytes.Equal(b, p.lastSaved) {
+		return
+	}
+	if err := p.journal.SaveState(engineStateKey, b); err != nil {
+		p.log.Warn("saving rule state", "err", err, "final", final)
+		return
+	}
+	p.lastSaved = b
+}
+
+// reload applies a new configuration to the stages: new rules (a set that
+// fails to load rejects the whole reload) and new safety limits.
+func (p *pipeline) reload(cfg *config.Config) error {
+	if p.engine == nil {
+		return nil
+	}
+	set, err := loadRuleSet(cfg)
+	if err != nil {
+		p.engine.ReloadFailed(err)
+		return err
+	}
+	p.engine.Swap(set)
+	if p.executor != nil {
+		p.executor.SetSafety(safetyConfig(cfg))
+	}
+	return nil
+}
+

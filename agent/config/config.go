@@ -102,11 +102,13 @@ type Rules struct {
 type Remediation struct {
 	// DryRun records every decision and performs no action.
 	DryRun bool `yaml:"dry_run" json:"dry_run"`
-	// OptIn lists cgroup path globs (path.Match syntax, "**" matches any
-	// depth) that may be acted on. Empty: nothing may be acted on.
+	// OptIn lists the targets that may be acted on: cgroup path globs
+	// (path.Match syntax, "/a/**" is /a and everything below it),
+	// unit:<glob>, namespace:<glob> or label:<key>=<value>. Empty: nothing
+	// may be acted on.
 	OptIn []string `yaml:"opt_in" json:"opt_in"`
-	// Protected lists cgroup path globs that are never acted on, on top of
-	// the built-in set (the agent's own cgroup, core system units, kubelet,
+	// Protected lists targets (same patterns) never acted on, on top of the
+	// built-in set (the agent's own cgroup, core system units, kubelet,
 	// container runtime, kube-system).
 	Protected []string `yaml:"protected" json:"protected"`
 	// PerTarget and PerNode are token buckets on actions.
@@ -309,11 +311,28 @@ func (r *Remediation) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ValidateGlob checks a cgroup path glob: absolute, and valid path.Match
-// syntax in each element ("**" stands for any number of elements).
+// ValidateGlob checks a target pattern as remediation matches it: a cgroup
+// path glob (absolute, path.Match syntax in each element, "**" for any
+// depth), or unit:<glob>, namespace:<glob> or label:<key>=<value>.
 func ValidateGlob(g string) error {
+	switch {
+	case strings.HasPrefix(g, "unit:"), strings.HasPrefix(g, "namespace:"):
+		_, glob, _ := strings.Cut(g, ":")
+		if glob == "" {
+			return fmt.Errorf("pattern %q: empty glob", g)
+		}
+		if _, err := path.Match(glob, ""); err != nil {
+			return fmt.Errorf("pattern %q: %w", g, err)
+		}
+		return nil
+	case strings.HasPrefix(g, "label:"):
+		if k, _, ok := strings.Cut(g[len("label:"):], "="); !ok || k == "" {
+			return fmt.Errorf("pattern %q: want label:<key>=<value>", g)
+		}
+		return nil
+	}
 	if !strings.HasPrefix(g, "/") {
-		return fmt.Errorf("glob %q must start with /", g)
+		return fmt.Errorf("glob %q must start with / (or be unit:, namespace: or label:)", g)
 	}
 	for _, elem := range strings.Split(g, "/") {
 		if elem == "**" {

@@ -108,7 +108,7 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate key", "tick: 1s\ntick: 2s\n", `t.yaml:2:1: mapping key "tick" already defined at [1:1]`},
 		{"invalid value", "events:\n  psi:\n    window: 30s\n", `t.yaml:3:13: events.psi.window: must be between 500ms and 10s, got 30s`},
 		{"invalid glob", "remediation:\n  opt_in:\n    - /a/[\n", `t.yaml:3:7: remediation.opt_in[0]: glob "/a/[": syntax error in pattern`},
-		{"relative glob", "remediation:\n  protected: [kubepods]\n", `t.yaml:2:15: remediation.protected[0]: glob "kubepods" must start with /`},
+		{"relative glob", "remediation:\n  protected: [kubepods]\n", `t.yaml:2:15: remediation.protected[0]: glob "kubepods" must start with / (or be unit:, namespace: or label:)`},
 		{"bad listen", "listen: nowhere\n", `t.yaml:1:9: listen: want host:port: address nowhere: missing port in address`},
 		{"tick too fast", "tick: 1ms\n", `t.yaml:1:7: tick: must be between 10ms and 1m, got 1ms`},
 		{"syntax error", "tick: [\n", `t.yaml:1:7: sequence end token ']' not found`},
@@ -187,6 +187,30 @@ func TestValidateSections(t *testing.T) {
 				t.Errorf("field = %q, want %q (error %v)", fe.Field, tt.field, err)
 			}
 		})
+	}
+}
+
+func TestValidateGlob(t *testing.T) {
+	tests := []struct {
+		pattern string
+		ok      bool
+	}{
+		{"/kubepods/**", true},
+		{"/system.slice/*.service", true},
+		{"unit:myapp.service", true},
+		{"namespace:prod-*", true},
+		{"label:vigil.io/remediate=true", true},
+		{"kubepods", false},
+		{"/a/[", false},
+		{"unit:", false},
+		{"unit:[", false},
+		{"label:novalue", false},
+		{"label:=x", false},
+	}
+	for _, tt := range tests {
+		if err := ValidateGlob(tt.pattern); (err == nil) != tt.ok {
+			t.Errorf("ValidateGlob(%q) = %v, want ok %v", tt.pattern, err, tt.ok)
+		}
 	}
 }
 
