@@ -274,4 +274,3 @@ func (p *pipeline) reload(cfg *config.Config) error {
 	}
 	return nil
 }
-
