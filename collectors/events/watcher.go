@@ -235,13 +235,22 @@ func (w *Watcher) WatchMemoryEvents(path, dir string) error {
 	w.byWD[wd] = &registration{Registration: Registration{Kind: collectors.EventMemoryEvents, Path: path, File: file},
 		id: w.nextID, dir: dir, fd: -1, wd: wd}
 	w.stats.Registrations++
-	w.wake() // the loop arms its removal sweep
+	w.wakeLocked() // the loop arms its removal sweep
 	w.logger.Debug("watching", "kind", collectors.EventMemoryEvents, "target", path, "file", file)
 	return nil
 }
 
-// wake interrupts epoll_wait.
+// wake interrupts epoll_wait (unless the watcher is already released).
 func (w *Watcher) wake() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.wakeLocked()
+}
+
+func (w *Watcher) wakeLocked() {
+	if w.closed {
+		return
+	}
 	one := [8]byte{1}
 	_, _ = unix.Write(w.wakefd, one[:])
 }
@@ -480,21 +489,25 @@ func (w *Watcher) sweepInotify() {
 	}
 }
 
-// handle processes a readable eventfd or a PSI trigger.
+// handle processes a readable eventfd or a PSI trigger. The lock is held
+// across the read so that Unwatch cannot close the descriptor (and a new
+// watch reuse its number) in between.
 func (w *Watcher) handle(ev unix.EpollEvent, now time.Time) {
 	w.mu.Lock()
 	reg, ok := w.byID[ev.Fd]
-	w.mu.Unlock()
 	if !ok {
+		w.mu.Unlock()
 		return // dropped by Unwatch after epoll_wait returned
 	}
 	if reg.Kind != collectors.EventPSI {
 		var buf [8]byte
 		if _, err := unix.Read(reg.fd, buf[:]); err != nil {
 			if err == unix.EAGAIN {
+				w.mu.Unlock()
 				return
 			}
-			w.fail(reg, "read eventfd", err)
+			w.failLocked(reg, "read eventfd", err)
+			w.mu.Unlock()
 			return
 		}
 	}
@@ -504,27 +517,26 @@ func (w *Watcher) handle(ev unix.EpollEvent, now time.Time) {
 	// directory, is checked: on v2 rmdir the files are deactivated (and
 	// their pollers woken) just before the directory itself goes.
 	if reg.dir != "" && !exists(reg.File) {
-		w.mu.Lock()
 		w.dropLocked(reg)
 		w.stats.Removed++
 		w.mu.Unlock()
 		w.logger.Debug("cgroup removed, watch dropped", "kind", reg.Kind, "target", reg.Path)
 		return
 	}
-	if ev.Events&unix.EPOLLERR != 0 {
-		w.fail(reg, "poll", unix.EIO)
+	if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		w.failLocked(reg, "poll", unix.EIO)
+		w.mu.Unlock()
 		return
 	}
+	w.mu.Unlock()
 	w.deliver(collectors.Event{Kind: reg.Kind, Path: reg.Path, Time: now})
 }
 
-// fail drops a watch that errors, so that a broken descriptor can never make
-// the loop spin, and counts it.
-func (w *Watcher) fail(reg *registration, op string, err error) {
-	w.mu.Lock()
+// failLocked drops a watch that errors, so that a broken descriptor can
+// never make the loop spin, and counts it.
+func (w *Watcher) failLocked(reg *registration, op string, err error) {
 	w.dropLocked(reg)
 	w.stats.Errors++
-	w.mu.Unlock()
 	w.logger.Warn("watch failed, dropped", "kind", reg.Kind, "target", reg.Path, "file", reg.File, "op", op, "err", err)
 }
 
