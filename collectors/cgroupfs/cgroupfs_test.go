@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/cgroups/v3/cgroup1"
+
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/test/cgtest"
 )
@@ -154,8 +156,11 @@ func testSweepRealCgroup(t *testing.T) {
 		t.Fatalf("Hierarchy().Version = %d, cgtest says %d", got, g.Version)
 	}
 
+	// The allocator keeps its memory only while it is still allocating (it
+	// may free everything once done), so the checks run at totalMiB of a
+	// larger goal, between two steps.
 	const totalMiB = 96
-	cmd := work.Allocator(cgtest.AllocSpec{TotalMiB: totalMiB, StepMiB: 8, Interval: 200 * time.Millisecond})
+	cmd := work.Allocator(cgtest.AllocSpec{TotalMiB: totalMiB + 32, StepMiB: 8, Interval: 300 * time.Millisecond})
 	out := pipe(t, cmd)
 	cgtest.Start(t, cmd)
 
@@ -177,7 +182,6 @@ func testSweepRealCgroup(t *testing.T) {
 	}
 	t.Logf("growth while allocating: %v B/s", growing)
 
-	sweep(t, c, &snap)
 	if snap.Hierarchy != c.Hierarchy() {
 		t.Errorf("snapshot hierarchy %+v, want %+v", snap.Hierarchy, c.Hierarchy())
 	}
@@ -238,6 +242,16 @@ func testSweepRealCgroup(t *testing.T) {
 		}
 		if s.Pressure.Present {
 			t.Error("v1 pressure present")
+		}
+		if s.Memory.HighBytes != collectors.Unlimited || s.Memory.SwapMaxBytes != collectors.Unlimited {
+			t.Errorf("v1 high %d swap max %d, want Unlimited", s.Memory.HighBytes, s.Memory.SwapMaxBytes)
+		}
+	} else {
+		if !s.Pressure.Present {
+			t.Error("v2 memory.pressure not present")
+		}
+		if s.Memory.HighBytes != collectors.Unlimited || s.Memory.SoftLimitBytes != collectors.Unlimited || s.Memory.MemswLimitBytes != collectors.Unlimited {
+			t.Errorf("v2 high %d soft %d memsw %d, want Unlimited", s.Memory.HighBytes, s.Memory.SoftLimitBytes, s.Memory.MemswLimitBytes)
 		}
 	}
 	// The ancestors of the subtree are tracked, parents before children.
@@ -460,5 +474,54 @@ func TestSweepDoesNotAllocate(t *testing.T) {
 				t.Errorf("idle Discover allocates %v times per call, want 0", allocs)
 			}
 		})
+	}
+}
+
+// TestCrossCheckContainerdV1 compares a sweep with containerd/cgroups'
+// cgroup1 memory controller reading the same group.
+func TestCrossCheckContainerdV1(t *testing.T) {
+	if cgtest.Version() != 1 {
+		t.Skip("the memory controller is not on cgroup v1 here")
+	}
+	g := cgtest.New(t)
+	setLimit(t, g, "128M")
+	c := newCollector(t, g, Options{})
+	cmd := g.Allocator(cgtest.AllocSpec{TotalMiB: 64, StepMiB: 8, Interval: 2 * time.Second})
+	out := pipe(t, cmd)
+	cgtest.Start(t, cmd)
+	waitHeld(t, out, 32)
+
+	cg, err := cgroup1.Load(cgroup1.StaticPath(g.Path()), cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) {
+		return []cgroup1.Subsystem{cgroup1.NewMemory(cgtest.Root)}, nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats, err := cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap collectors.Snapshot
+	sweep(t, c, &snap)
+	s := mustFind(t, &snap, g.Path())
+	mem := stats.GetMemory()
+	near := func(name string, got, want uint64) {
+		t.Helper()
+		if d := int64(got) - int64(want); d > 2*mib || d < -2*mib {
+			t.Errorf("%s: vigil %d, containerd %d", name, got, want)
+		}
+	}
+	near("usage", s.Memory.UsageBytes, mem.GetUsage().GetUsage())
+	near("total_rss", s.Stat.Anon, mem.GetTotalRSS())
+	near("total_cache", s.Stat.File, mem.GetTotalCache())
+	near("total_inactive_file", s.Stat.InactiveFile, mem.GetTotalInactiveFile())
+	if got, want := uint64(s.Memory.MaxBytes), mem.GetUsage().GetLimit(); got != want {
+		t.Errorf("limit: vigil %d, containerd %d", got, want)
+	}
+	if got, want := uint64(s.Stat.HierarchicalMemoryLimit), mem.GetHierarchicalMemoryLimit(); got != want {
+		t.Errorf("hierarchical_memory_limit: vigil %d, containerd %d", got, want)
+	}
+	if got, want := s.Stat.Pgfault, mem.GetTotalPgFault(); got < want {
+		t.Errorf("total_pgfault: vigil %d read after containerd's %d", got, want)
 	}
 }

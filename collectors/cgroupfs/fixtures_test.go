@@ -4,25 +4,76 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/vigil-agent/vigil/test/cgtest"
+	vmtest "github.com/vigil-agent/vigil/test/vm"
 )
 
-var capture = flag.Bool("capture", false, "capture this machine's real cgroup files into testdata/v1 or testdata/v2")
+var capture = flag.Bool("capture", false, "capture real cgroup files into testdata/v1 (this machine) and testdata/v2 (the microVM)")
 
-// TestCaptureFixtures refreshes testdata/v<version>/ from the real hierarchy:
-// the root, the cgroup this test runs in, a limited group with a live
-// allocator and a group right after a kernel OOM kill. It only reads cgroups
-// it did not create.
+// TestCaptureFixtures refreshes testdata/v1 from this machine's real v1
+// hierarchy and testdata/v2 from the cgroup v2 microVM (TestV2CaptureFixtures
+// run there): the root, the cgroup the test runs in, a limited group with a
+// live allocator and a group right after a kernel OOM kill. It only reads
+// cgroups it did not create.
 //
 //	go test ./collectors/cgroupfs -run TestCaptureFixtures -capture
 func TestCaptureFixtures(t *testing.T) {
 	if !*capture {
-		t.Skip("run with -capture to refresh testdata from this machine's cgroups")
+		t.Skip("run with -capture to refresh testdata from real cgroups")
 	}
+	if cgtest.Version() == 1 {
+		captureFixtures(t, filepath.Join("testdata", "v1"))
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	share := t.TempDir()
+	res, err := vmtest.Exec(t.Context(), vmtest.Spec{
+		Script: "export " + vmtest.GuestEnv + "=1 " + captureEnv + "=" + vmtest.GuestOutDir + "/v2 HOME=/tmp TMPDIR=/tmp\n" +
+			"cd '" + cwd + "' || exit 126\n" +
+			vmtest.GuestOutDir + "/pkg.test -test.run='^TestV2CaptureFixtures$' -test.v > " + vmtest.GuestOutDir + "/test.out 2>&1\n",
+		Files:  map[string]string{exe: "pkg.test"},
+		OutDir: share,
+		Logf:   t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := os.ReadFile(filepath.Join(share, "test.out"))
+	if res.ExitCode != 0 {
+		t.Fatalf("guest capture failed (status %d):\n%s", res.ExitCode, out)
+	}
+	t.Logf("guest kernel %s:\n%s", res.Kernel, out)
+	if err := os.RemoveAll(filepath.Join("testdata", "v2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join("testdata", "v2"), os.DirFS(filepath.Join(share, "v2"))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// captureEnv names the directory TestV2CaptureFixtures writes to.
+const captureEnv = "VIGIL_CAPTURE_DIR"
+
+// TestV2CaptureFixtures is the guest half of TestCaptureFixtures.
+func TestV2CaptureFixtures(t *testing.T) {
+	vmtest.RequireGuest(t)
+	dir := os.Getenv(captureEnv)
+	if dir == "" {
+		t.Skip(captureEnv + " not set: only TestCaptureFixtures -capture runs this")
+	}
+	captureFixtures(t, dir)
+}
+
+func captureFixtures(t *testing.T, out string) {
 	hier, err := detect("/")
 	if err != nil {
 		t.Fatal(err)
@@ -31,8 +82,6 @@ func TestCaptureFixtures(t *testing.T) {
 	if hier.Version == 2 {
 		ver = v2{}
 	}
-	out := filepath.Join("testdata", map[int]string{1: "v1", 2: "v2"}[hier.Version])
-
 	save := func(name, dir string) {
 		t.Helper()
 		dst := filepath.Join(out, name)
@@ -67,10 +116,13 @@ func TestCaptureFixtures(t *testing.T) {
 	setLimit(t, limited, "256M")
 	if hier.Version == 2 {
 		limited.Write(t, "", "memory.high", "200M")
+		limited.Write(t, "", "memory.low", "16M")
 	} else {
 		limited.Write(t, "memory", "memory.soft_limit_in_bytes", "128M")
 	}
-	alloc := limited.Allocator(cgtest.AllocSpec{TotalMiB: 48, StepMiB: 8, Interval: 10 * time.Millisecond})
+	// Captured between two steps: the allocator may free its memory once
+	// it reaches its total.
+	alloc := limited.Allocator(cgtest.AllocSpec{TotalMiB: 64, StepMiB: 8, Interval: time.Second})
 	stdout := pipe(t, alloc)
 	cgtest.Start(t, alloc)
 	waitHeld(t, stdout, 48)
@@ -96,5 +148,3 @@ func setLimit(t testing.TB, g *cgtest.Group, v string) {
 		g.Write(t, "memory", "memory.limit_in_bytes", v)
 	}
 }
-
-func trimNL(b []byte) string { return strings.TrimRight(string(b), "\n") }
