@@ -22,8 +22,9 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // NodeSample with its golden JSON.
 func TestCollectGolden(t *testing.T) {
 	for _, tc := range []struct{ name, root string }{
-		{"proc", "testdata/proc"},
-		{"nopsi", "testdata/proc-nopsi"},
+		{"proc", "testdata/proc"},         // this host, kernel 6.18
+		{"proc-6.1", "testdata/proc-6.1"}, // the cgroup v2 microVM, Debian kernel 6.1
+		{"nopsi", "testdata/proc-nopsi"},  // kernel without /proc/pressure
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := New(tc.root)

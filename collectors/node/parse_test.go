@@ -95,7 +95,7 @@ func TestParsersDoNotAllocate(t *testing.T) {
 }
 
 func FuzzParseMeminfo(f *testing.F) {
-	for _, p := range []string{"testdata/proc/meminfo", "testdata/proc-nopsi/meminfo"} {
+	for _, p := range []string{"testdata/proc/meminfo", "testdata/proc-6.1/meminfo"} {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			f.Fatal(err)
@@ -118,11 +118,13 @@ func FuzzParseMeminfo(f *testing.F) {
 }
 
 func FuzzParseVMStat(f *testing.F) {
-	b, err := os.ReadFile("testdata/proc/vmstat")
-	if err != nil {
-		f.Fatal(err)
+	for _, p := range []string{"testdata/proc/vmstat", "testdata/proc-6.1/vmstat"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
 	}
-	f.Add(b)
 	f.Add([]byte("allocstall_normal 1\nallocstall_movable 2\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := parseVMStat(b)
