@@ -328,3 +328,26 @@ func bump(t testing.TB, vmstat []byte, key string, by uint64) []byte {
 	re := regexp.MustCompile(`(?m)^` + key + ` \d+$`)
 	return re.ReplaceAll(vmstat, []byte(key+" "+strconv.FormatUint(v+by, 10)))
 }
+
+// TestCollectDoesNotAllocate: the per-tick path on the real /proc is
+// allocation-free once the buffer has grown to fit.
+func TestCollectDoesNotAllocate(t *testing.T) {
+	c, err := New("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var s collectors.NodeSample
+	now := time.Now()
+	if err := c.Collect(now, &s); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(50, func() {
+		now = now.Add(time.Second)
+		if err := c.Collect(now, &s); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Collect allocates %v times per call", n)
+	}
+}
