@@ -168,3 +168,29 @@ func BenchmarkParseVMStat(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCollectReadFile is the baseline BenchmarkCollect is measured
+// against: the same files and parsers with os.ReadFile on every tick.
+func BenchmarkCollectReadFile(b *testing.B) {
+	files := []string{"/proc/meminfo", "/proc/vmstat", "/proc/pressure/memory", "/proc/pressure/cpu", "/proc/pressure/io"}
+	b.ReportAllocs()
+	for b.Loop() {
+		for i, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				b.Skip(err)
+			}
+			switch i {
+			case 0:
+				_, err = parseMeminfo(data)
+			case 1:
+				_, err = parseVMStat(data)
+			default:
+				_, err = collectors.ParsePressure(data)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
