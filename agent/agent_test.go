@@ -20,6 +20,8 @@ import (
 
 	"github.com/vigil-agent/vigil/agent/config"
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/remediate"
+	"github.com/vigil-agent/vigil/remediate/journal"
 	"github.com/vigil-agent/vigil/test/cgtest"
 	vmtest "github.com/vigil-agent/vigil/test/vm"
 )
@@ -181,6 +183,16 @@ func testAgentOnRealHost(t *testing.T) {
 
 	cfg := testConfig(t)
 	cfg.Events.ThresholdRatio = 0.25 // v1: a notification at 32 MiB
+	// A rule on the test cgroup, opted in, in dry-run: collect → evaluate →
+	// remediate ends in a journaled dry-run remediation.
+	rulesDir := t.TempDir()
+	rule := "rules:\n- name: test-working-set\n  description: the test cgroup holds more than 32 MiB\n  severity: warning\n" +
+		"  selector:\n    paths: [\"" + g.Path() + "\"]\n  condition: working_set_bytes > 33554432\n  actions:\n  - action: freeze\n"
+	if err := os.WriteFile(filepath.Join(rulesDir, "test.yaml"), []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Rules.Dirs = []string{rulesDir}
+	cfg.Remediation.OptIn = []string{g.Path()}
 	cfgFile := filepath.Join(t.TempDir(), "vigil.yaml")
 	if err := os.WriteFile(cfgFile, []byte("tick: 100ms\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -192,6 +204,7 @@ func testAgentOnRealHost(t *testing.T) {
 		}
 		c.Listen, c.DiscoveryInterval, c.GrowthWindow, c.Self.OOMScoreAdj = cfg.Listen, cfg.DiscoveryInterval, cfg.GrowthWindow, 0
 		c.Remediation.Journal.Path = cfg.Remediation.Journal.Path
+		c.Rules, c.Remediation.OptIn = cfg.Rules, cfg.Remediation.OptIn
 		c.Events.ThresholdRatio = cfg.Events.ThresholdRatio
 		return c, nil
 	}
@@ -284,6 +297,40 @@ func testAgentOnRealHost(t *testing.T) {
 		}
 		if snap.Node.MemTotalBytes == 0 {
 			t.Errorf("node MemTotal = 0")
+		}
+	})
+
+	// The test cgroup sits below this process's own cgroup, and the agent
+	// runs in this process: the safety layer must refuse to act on vigil's
+	// own subtree, and journal the refusal with the evidence.
+	t.Run("rule fires and acting on vigil's own subtree is refused and journaled", func(t *testing.T) {
+		var list struct {
+			Remediations []journal.Record `json:"remediations"`
+		}
+		eventually(t, 15*time.Second, "a journaled record of test-working-set", func() bool {
+			code, body := get(t, base+"/api/v1/remediations?rule=test-working-set")
+			if code != http.StatusOK {
+				t.Fatalf("/api/v1/remediations = %d %s", code, body)
+			}
+			if err := json.Unmarshal(body, &list); err != nil {
+				t.Fatal(err)
+			}
+			return len(list.Remediations) > 0
+		})
+		rec := list.Remediations[0]
+		if rec.Target.Path != g.Path() || rec.Kind != journal.KindRefusal || rec.Reason != remediate.RefusedSelf {
+			t.Errorf("record = kind %s target %s reason %q (%s), want a %s refusal for %s",
+				rec.Kind, rec.Target.Path, rec.Reason, rec.Decision, remediate.RefusedSelf, g.Path())
+		}
+		if rec.Finding == nil || rec.Finding.Evidence["working_set_bytes"] <= 32<<20 {
+			t.Errorf("finding = %+v, want evidence working_set_bytes > 32 MiB", rec.Finding)
+		}
+		if got := len(g.Procs(t)); got == 0 {
+			t.Errorf("the allocator is gone")
+		}
+		_, body := get(t, base+"/metrics")
+		if v, ok := metricValue(body, "vigil_rule_evaluations_total", ""); !ok || v == 0 {
+			t.Errorf("vigil_rule_evaluations_total = %v (found %v), want > 0", v, ok)
 		}
 	})
 

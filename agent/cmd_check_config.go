@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/vigil-agent/vigil/agent/config"
+	"github.com/vigil-agent/vigil/rules"
 )
 
 func init() {
@@ -26,14 +27,24 @@ func checkConfigCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 	status := 0
 	for _, file := range fs.Args() {
-		if _, err := config.Load(file); err != nil {
-			for _, e := range splitErrors(err) {
-				fmt.Fprintln(stderr, e)
+		cfg, err := config.Load(file)
+		if err == nil {
+			// The rule files the config points at are part of it.
+			var set *rules.RuleSet
+			set, err = loadRuleSet(cfg)
+			if err == nil {
+				n := 0
+				if set != nil {
+					n = len(set.Rules)
+				}
+				fmt.Fprintf(stdout, "%s: ok (%d rules from %d dirs)\n", file, n, len(cfg.Rules.Dirs))
+				continue
 			}
-			status = 1
-			continue
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", file)
+		for _, e := range splitErrors(err) {
+			fmt.Fprintln(stderr, e)
+		}
+		status = 1
 	}
 	return status
 }

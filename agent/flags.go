@@ -28,6 +28,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (ok bool, code int) {
 // on the command line override.
 type configFlags struct {
 	fs       *flag.FlagSet
+	full     bool
 	file     string
 	hostRoot string
 	listen   string
@@ -42,7 +43,7 @@ type configFlags struct {
 // `vigil run`.
 func addConfigFlags(fs *flag.FlagSet, full bool) *configFlags {
 	d := config.Default()
-	f := &configFlags{fs: fs}
+	f := &configFlags{fs: fs, full: full}
 	fs.StringVar(&f.file, "config", "", "config `file` (default: the embedded default, which observes everything and acts on nothing)")
 	fs.StringVar(&f.hostRoot, "host-root", d.HostRoot, "`dir` where the host's / is mounted (/host in a DaemonSet)")
 	if full {
@@ -67,7 +68,11 @@ func (f *configFlags) load() (*config.Config, error) {
 		}
 	}
 	f.fs.Visit(func(fl *flag.Flag) {
-		switch fl.Name {
+		name := fl.Name
+		if !f.full && name != "host-root" {
+			return // a command's own flag of the same name
+		}
+		switch name {
 		case "host-root":
 			cfg.HostRoot = f.hostRoot
 			if abs, err := filepath.Abs(f.hostRoot); err == nil {

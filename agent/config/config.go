@@ -188,9 +188,17 @@ func prefix(name string, err error) error {
 	return errors.Join(out...)
 }
 
+// unjoin flattens (nested) joined errors into their leaves.
 func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
 	}
 	return []error{err}
 }
@@ -225,7 +233,7 @@ func (c *Config) Validate() error {
 		prefix("api", c.API.Validate()),
 		prefix("self", c.Self.Validate()),
 	)
-	return errors.Join(errs...)
+	return errors.Join(unjoin(errors.Join(errs...))...)
 }
 
 // Validate checks the log section.
