@@ -19,6 +19,7 @@ const (
 	noErrors      = "no collection error happened"
 	noEvents      = "no kernel notification was received"
 	noRuleFiring  = "no rule is firing"
+	noRules       = "no rule is loaded (rules.builtin off and no rules.dirs)"
 	notDegraded   = "the agent is not degraded"
 )
 
@@ -292,6 +293,11 @@ func agentHealth() board {
 						{expr: `histogram_quantile(0.5, sum by (le, instance) (rate(vigil_tick_duration_seconds_bucket{` + nodeSel + `}[$__rate_interval])))`, legend: "p50 {{instance}}"},
 						{expr: `histogram_quantile(0.99, sum by (le, instance) (rate(vigil_tick_duration_seconds_bucket{` + nodeSel + `}[$__rate_interval])))`, legend: "p99 {{instance}}"},
 					}},
+				{title: "Seconds since last tick", unit: "s", min: &zero,
+					description: "Grows without bound when the tick loop is stuck, even while scrapes still succeed.",
+					targets: []target{
+						{expr: `time() - vigil_last_tick_timestamp_seconds{` + nodeSel + `}`, legend: "{{instance}}"},
+					}},
 				{title: "Ticks and overruns", unit: "ops", min: &zero,
 					description: "A tick overruns when the sweep takes longer than the interval.",
 					targets: []target{
@@ -305,7 +311,7 @@ func agentHealth() board {
 			}},
 			{title: "Rules", panels: []panel{
 				{title: "Rule evaluations", unit: "ops", min: &zero,
-					targets: []target{{expr: `sum by (instance) (rate(vigil_rule_evaluations_total{` + nodeSel + `}[$__rate_interval]))`, legend: "{{instance}}"}}},
+					targets: []target{{expr: `sum by (instance) (rate(vigil_rule_evaluations_total{` + nodeSel + `}[$__rate_interval]))`, legend: "{{instance}}", emptyWhen: noRules}}},
 				{title: "Rule evaluation duration (p99)", unit: "s", min: &zero,
 					targets: []target{{expr: `histogram_quantile(0.99, sum by (le, instance) (rate(vigil_rule_evaluation_duration_seconds_bucket{` + nodeSel + `}[$__rate_interval])))`, legend: "{{instance}}"}}},
 			}},

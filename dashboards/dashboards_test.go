@@ -190,7 +190,7 @@ func TestQueriesMatchJSON(t *testing.T) {
 // packages) and the Go/process collectors'. Histograms are listed by base name.
 var selfMetrics = []string{
 	"vigil_tick_duration_seconds", "vigil_collection_errors_total", "vigil_cgroups_tracked",
-	"vigil_events_received_total", "vigil_tick_overruns_total", "vigil_build_info", "vigil_ready",
+	"vigil_events_received_total", "vigil_tick_overruns_total", "vigil_last_tick_timestamp_seconds", "vigil_build_info", "vigil_ready",
 	"vigil_degraded", "vigil_rule_evaluations_total", "vigil_rule_firing",
 	"vigil_rule_evaluation_duration_seconds", "vigil_rules_loaded", "vigil_rules_reload_success",
 	"vigil_remediations_total", "vigil_remediation_outcome_total", "vigil_action_duration_seconds",

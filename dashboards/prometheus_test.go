@@ -69,7 +69,7 @@ func TestPanelQueriesReturnData(t *testing.T) {
 	cgtest.Start(t, g.Allocator(cgtest.AllocSpec{TotalMiB: 96, StepMiB: 4, Interval: 500 * time.Millisecond}))
 
 	addr := freeAddr(t)
-	startProcess(t, "vigil", exec.Command(vigil, "run", "--listen", addr))
+	startProcess(t, "vigil", exec.Command(vigil, append([]string{"run", "--listen", addr}, privateJournal(t)...)...))
 	waitHTTP(t, "http://"+addr+"/metrics", 30*time.Second)
 
 	prom := startPrometheus(t, addr)
@@ -108,6 +108,27 @@ func TestPanelQueriesReturnData(t *testing.T) {
 		t.Errorf("%s / %s %s returned no data: %q", q.Dashboard, q.Panel, q.RefID, expr)
 	}
 	t.Logf("%d queries returned data, %d empty as allowed", withData, allowedEmpty)
+}
+
+// privateJournal returns flags that give the agent a journal file of its
+// own (the default, /var/lib/vigil/journal.db, is locked by any other vigil
+// on the machine): the embedded default config with only the journal path
+// changed.
+func privateJournal(t *testing.T) []string {
+	t.Helper()
+	const defaultPath = "path: /var/lib/vigil/journal.db"
+	def, err := os.ReadFile(filepath.Join("..", "agent", "config", "default.yaml"))
+	if err != nil || !bytes.Contains(def, []byte(defaultPath)) {
+		t.Logf("running vigil with its built-in config (no %q in agent/config/default.yaml: %v)", defaultPath, err)
+		return nil
+	}
+	dir := t.TempDir()
+	cfg := bytes.Replace(def, []byte(defaultPath), []byte("path: "+filepath.Join(dir, "journal.db")), 1)
+	path := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(path, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--config", path}
 }
 
 // buildVigil builds the vigil binary from the module root, or skips when the
