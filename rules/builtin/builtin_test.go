@@ -1,0 +1,42 @@
+package builtin
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/vigil-agent/vigil/rules"
+	"github.com/vigil-agent/vigil/rules/ruletest"
+)
+
+// TestShippedRules loads every shipped rule file and runs its rule test: a
+// rule that fails to compile, or stops catching its incident, fails CI.
+func TestShippedRules(t *testing.T) {
+	set, err := Load(rules.LoadOptions{})
+	if err != nil {
+		t.Fatalf("shipped rules do not load: %v", err)
+	}
+	tested := map[string]bool{}
+	for _, name := range Tests() {
+		t.Run(name, func(t *testing.T) {
+			res, err := ruletest.RunFile(FS, name, rules.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Failed() {
+				t.Errorf("\n%s", res)
+			}
+		})
+		tested[strings.TrimSuffix(name, "_test.yaml")+".yaml"] = true
+	}
+	for file := range Files() {
+		if !tested[strings.TrimPrefix(file, Prefix)] {
+			t.Errorf("%s has no rule test", file)
+		}
+	}
+	// Rules that act must be opt-in.
+	for _, r := range set.Rules {
+		if len(r.Actions) > 0 && !r.Selector.OptIn {
+			t.Errorf("rule %s has actions but does not require opt-in", r.Name)
+		}
+	}
+}
