@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/rules"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/ with payloads captured from the real Alertmanager")
@@ -75,7 +76,6 @@ func (b *bodyRecorder) bodies() [][]byte {
 // routed, with a bearer token, to the inbound handler; they show up in the
 // store as firing with their labels and target, then as resolved.
 func TestAlertmanagerEndToEnd(t *testing.T) {
-	bin := requireTool(t, "prometheus-alertmanager", "prometheus-alertmanager")
 	const token = "e2e-token-0123456789abcdef"
 	store := NewAlertStore(StoreOptions{})
 	inbound, err := NewInbound(InboundConfig{BearerToken: token}, store, nil)
@@ -88,7 +88,6 @@ func TestAlertmanagerEndToEnd(t *testing.T) {
 	vigil := httptest.NewServer(mux)
 	t.Cleanup(vigil.Close)
 
-	dir := t.TempDir()
 	cfg := fmt.Sprintf(`route:
   receiver: vigil
   group_by: [alertname, cgroup]
@@ -105,39 +104,7 @@ receivers:
             type: Bearer
             credentials: %s
 `, vigil.URL, token)
-	cfgPath := filepath.Join(dir, "alertmanager.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	amAddr := freeAddr(t)
-	var amLog bytes.Buffer
-	cmd := exec.Command(bin,
-		"--config.file="+cfgPath,
-		"--storage.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+amAddr,
-		"--cluster.listen-address=", // no gossip port
-		"--log.level=warn",
-	)
-	cmd.Stdout, cmd.Stderr = &amLog, &amLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("alertmanager output:\n%s", amLog.String())
-		}
-	})
-	amURL := "http://" + amAddr
-	waitFor(t, 30*time.Second, "alertmanager ready", func() bool {
-		resp, err := http.Get(amURL + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	amURL := startAlertmanager(t, cfg)
 
 	startsAt := time.Now().Add(-time.Minute).UTC().Truncate(time.Second)
 	post := func(endsAt time.Time) {
@@ -273,4 +240,122 @@ func postJSON(t *testing.T, url string, body []byte, headers map[string]string) 
 		t.Fatalf("POST %s: %s: %s", url, resp.Status, r.Error)
 	}
 	return r
+}
+
+// startAlertmanager runs a real Alertmanager with cfg on a loopback port and
+// returns its base URL.
+func startAlertmanager(t *testing.T, cfg string) string {
+	t.Helper()
+	bin := requireTool(t, "prometheus-alertmanager", "prometheus-alertmanager")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "alertmanager.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	amAddr := freeAddr(t)
+	var amLog bytes.Buffer
+	cmd := exec.Command(bin,
+		"--config.file="+cfgPath,
+		"--storage.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+amAddr,
+		"--cluster.listen-address=", // no gossip port
+		"--log.level=warn",
+	)
+	cmd.Stdout, cmd.Stderr = &amLog, &amLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("alertmanager output:\n%s", amLog.String())
+		}
+	})
+	amURL := "http://" + amAddr
+	waitFor(t, 30*time.Second, "alertmanager ready", func() bool {
+		resp, err := http.Get(amURL + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return amURL
+}
+
+// TestSenderPushesToAlertmanager: an endpoint in Alertmanager format turns a
+// remediation's events into one alert on a real Alertmanager, firing from the
+// start event and resolved by the outcome; a missed OOM kill is its own alert.
+func TestSenderPushesToAlertmanager(t *testing.T) {
+	amURL := startAlertmanager(t, `route:
+  receiver: blackhole
+receivers:
+  - name: blackhole
+`)
+	s, _ := startSender(t, SenderConfig{
+		OutboxPath: filepath.Join(t.TempDir(), "outbox.db"),
+		Endpoints:  []Endpoint{{Name: "am", URL: amURL + "/api/v2/alerts", Secret: []byte("am-secret-0123456789"), Format: FormatAlertmanager}},
+		MinBackoff: 20 * time.Millisecond,
+	})
+	target := rules.Target{Kind: "cgroup", Path: "/kubepods/podu1", Identity: collectors.Identity{Kind: "pod", PodUID: "u1", Namespace: "shop", Pod: "cart-0"}}
+	base := Event{Node: "node-1", RemediationID: "rem-1", Rule: "memory-leak", Severity: "critical", Target: target}
+	started, step, outcome := base, base, base
+	started.Type, started.Message = EventRemediationStarted, "working set 95% of limit and growing"
+	step.Type, step.Step = EventRemediationStep, &EventStep{Index: 0, Action: "throttle-memory", Result: "ok"}
+	outcome.Type, outcome.Outcome = EventRemediationOutcome, "oom_avoided"
+	oom := Event{Type: EventOOMMissed, Node: "node-1", Target: rules.Target{Kind: "cgroup", Path: "/system.slice/batch.service", Identity: collectors.Identity{Kind: "unit", Unit: "batch.service"}}, Outcome: "oom_killed"}
+	for _, ev := range []Event{started, step, oom} {
+		if _, err := s.Enqueue(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type gettable struct {
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+	}
+	active := func() map[string]gettable {
+		resp, err := http.Get(amURL + "/api/v2/alerts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var alerts []gettable
+		if err := json.NewDecoder(resp.Body).Decode(&alerts); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]gettable{}
+		for _, a := range alerts {
+			out[a.Labels["alertname"]] = a
+		}
+		return out
+	}
+	waitFor(t, 20*time.Second, "both alerts active in Alertmanager", func() bool {
+		got := active()
+		return got["VigilRemediation"].Annotations["step"] != "" && got["VigilOOMMissed"].Labels != nil
+	})
+	got := active()
+	rem := got["VigilRemediation"]
+	for k, want := range map[string]string{"node": "node-1", "rule": "memory-leak", "severity": "critical", "remediation_id": "rem-1", "cgroup": "/kubepods/podu1", "namespace": "shop", "pod": "cart-0", "pod_uid": "u1"} {
+		if rem.Labels[k] != want {
+			t.Errorf("VigilRemediation label %s = %q, want %q (labels %v)", k, rem.Labels[k], want, rem.Labels)
+		}
+	}
+	if rem.Annotations["step"] != "0 throttle-memory: ok" {
+		t.Errorf("VigilRemediation annotations %v", rem.Annotations)
+	}
+	if u := got["VigilOOMMissed"].Labels["unit"]; u != "batch.service" {
+		t.Errorf("VigilOOMMissed labels %v", got["VigilOOMMissed"].Labels)
+	}
+
+	if _, err := s.Enqueue(outcome); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the outcome to resolve the remediation alert", func() bool {
+		_, still := active()["VigilRemediation"]
+		return !still
+	})
+	if _, ok := active()["VigilOOMMissed"]; !ok {
+		t.Errorf("VigilOOMMissed resolved too early")
+	}
 }

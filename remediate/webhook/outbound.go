@@ -76,7 +76,20 @@ type Endpoint struct {
 	Secret []byte
 	// Types limits the events sent (empty = all).
 	Types []string
+	// Format is FormatEvent (default: the vigil event JSON) or
+	// FormatAlertmanager (URL is an Alertmanager's /api/v2/alerts; each
+	// event becomes an alert, see alertmanagerAlert).
+	Format string
+	// BearerToken, when set, is sent as "Authorization: Bearer <token>"
+	// (e.g. for an Alertmanager behind an authenticating proxy).
+	BearerToken string
 }
+
+// Endpoint formats.
+const (
+	FormatEvent        = "event"
+	FormatAlertmanager = "alertmanager"
+)
 
 // SenderConfig configures a Sender.
 type SenderConfig struct {
@@ -108,6 +121,9 @@ func (c SenderConfig) Validate() error {
 		u, err := url.Parse(e.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("webhook outbound: endpoint %s: URL %q is not an http(s) URL", e.Name, e.URL)
+		}
+		if e.Format != "" && e.Format != FormatEvent && e.Format != FormatAlertmanager {
+			return fmt.Errorf("webhook outbound: endpoint %s: format %q is not %s or %s", e.Name, e.Format, FormatEvent, FormatAlertmanager)
 		}
 		if len(e.Secret) < 16 {
 			return fmt.Errorf("webhook outbound: endpoint %s: secret shorter than 16 bytes", e.Name)
@@ -398,9 +414,24 @@ func (s *Sender) remove(endpoint string, key []byte, dead *outboxEntry) error {
 }
 
 func (s *Sender) post(ctx context.Context, e Endpoint, entry outboxEntry) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.URL, bytes.NewReader(entry.Body))
+	body := []byte(entry.Body)
+	if e.Format == FormatAlertmanager {
+		var ev Event
+		if err := json.Unmarshal(entry.Body, &ev); err != nil {
+			return 0, fmt.Errorf("decode queued event %s: %w", entry.EventID, err)
+		}
+		b, err := json.Marshal([]amPostableAlert{alertmanagerAlert(ev)})
+		if err != nil {
+			return 0, err
+		}
+		body = b
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.URL, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
+	}
+	if e.BearerToken != "" {
+		req.Header.Set("Authorization", "Bearer "+e.BearerToken)
 	}
 	ts := strconv.FormatInt(s.nowFn().Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
@@ -408,7 +439,7 @@ func (s *Sender) post(ctx context.Context, e Endpoint, entry outboxEntry) (int, 
 	req.Header.Set(HeaderEventID, entry.EventID)
 	req.Header.Set(HeaderEventType, entry.Type)
 	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, Sign(e.Secret, ts, entry.Body))
+	req.Header.Set(HeaderSignature, Sign(e.Secret, ts, body))
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		return 0, err
