@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vigil-agent/vigil/remediate"
 	"github.com/vigil-agent/vigil/rules"
 	"github.com/vigil-agent/vigil/rules/ruletest"
 )
@@ -38,5 +39,23 @@ func TestShippedRules(t *testing.T) {
 		if len(r.Actions) > 0 && !r.Selector.OptIn {
 			t.Errorf("rule %s has actions but does not require opt-in", r.Name)
 		}
+	}
+}
+
+// kubernetesActions are registered by the Kubernetes integration when it is
+// built in; remediate's own validators cover the rest.
+var kubernetesActions = []string{"evict", "restart-container", "scale-out"}
+
+// TestShippedRulesPassActionValidation loads the shipped rules with the
+// remediation layer's parameter validators, as the agent does.
+func TestShippedRulesPassActionValidation(t *testing.T) {
+	validators := remediate.Validators()
+	for _, name := range kubernetesActions {
+		if _, ok := validators[name]; !ok {
+			validators[name] = nil // name known, parameters unchecked here
+		}
+	}
+	if _, err := Load(rules.LoadOptions{Actions: validators}); err != nil {
+		t.Fatal(err)
 	}
 }
