@@ -79,11 +79,12 @@ func runAllocator(spec string) int {
 			time.Sleep(interval)
 		}
 	}
-	if hold > 0 {
-		time.Sleep(hold)
-	} else {
-		select {}
+	if hold <= 0 {
+		// Hold until killed. A bare select{} would trip the runtime's
+		// deadlock detector once nothing else is running.
+		hold = 1<<63 - 1
 	}
+	time.Sleep(hold)
 	_ = keep
 	return 0
 }
