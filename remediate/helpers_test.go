@@ -237,3 +237,12 @@ func record(t testing.TB, j *journal.Journal, rule string) journal.Record {
 	}
 	return recs[0]
 }
+
+// lookup returns the newest record of rule, if any (for polling).
+func lookup(j *journal.Journal, rule string) (journal.Record, bool) {
+	recs, err := j.List(journal.Filter{Rule: rule, Limit: 1})
+	if err != nil || len(recs) == 0 {
+		return journal.Record{}, false
+	}
+	return recs[0], true
+}

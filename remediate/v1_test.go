@@ -71,8 +71,8 @@ func TestV1LeakThrottleCPUAppliedAndReleased(t *testing.T) {
 	eventually(t, 30*time.Second, "verify held", func() bool {
 		x.Observe(smp.snap(t, g))
 		x.Handle([]rules.Finding{finding("leak", g, rules.Firing, steps...)}) // still firing: no second ladder
-		r := record(t, j, "leak")
-		return len(r.Steps) == 2 && r.Steps[1].Verified
+		r, ok := lookup(j, "leak")
+		return ok && len(r.Steps) == 2 && r.Steps[1].Verified
 	})
 	if got := g.Read(t, "cpu", "cpu.cfs_quota_us"); got != "10000" {
 		t.Fatalf("throttle released while the finding fires: cfs_quota_us = %s", got)
@@ -84,7 +84,8 @@ func TestV1LeakThrottleCPUAppliedAndReleased(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "outcome measured twice", func() bool {
 		x.Observe(smp.snap(t, g))
-		return record(t, j, "leak").Done
+		r, ok := lookup(j, "leak")
+		return ok && r.Done
 	})
 	r := record(t, j, "leak")
 	if applied, _ := j.Applied(); len(applied) != 0 {
@@ -170,8 +171,8 @@ func TestV1SignalPath(t *testing.T) {
 				}
 			}
 			eventually(t, 5*time.Second, "step journaled", func() bool {
-				r := record(t, j, "sig")
-				return len(r.Steps) == 1 && r.Steps[0].Result != ""
+				r, ok := lookup(j, "sig")
+				return ok && len(r.Steps) == 1 && r.Steps[0].Result != ""
 			})
 			r := record(t, j, "sig")
 			if !strings.Contains(r.Steps[0].Detail, tt.wantDetail) || !strings.Contains(r.Steps[0].Detail, "pid ") {
@@ -179,7 +180,8 @@ func TestV1SignalPath(t *testing.T) {
 			}
 			eventually(t, 5*time.Second, "outcome", func() bool {
 				x.Observe(smp.snap(t, g))
-				return record(t, j, "sig").Done
+				r, ok := lookup(j, "sig")
+				return ok && r.Done
 			})
 			if r := record(t, j, "sig"); r.Outcome != tt.wantOut {
 				t.Errorf("outcome %s, want %s", r.Outcome, tt.wantOut)

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -97,6 +98,10 @@ type Inbound struct {
 	store *AlertStore
 	log   *slog.Logger
 	now   func() time.Time
+
+	mu                   sync.Mutex
+	accepted, duplicates uint64
+	refused              map[string]uint64 // HTTP status code -> requests
 }
 
 // NewInbound returns the handler. The agent mounts it at POST
@@ -117,7 +122,7 @@ func NewInbound(cfg InboundConfig, store *AlertStore, log *slog.Logger) (*Inboun
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Inbound{cfg: cfg, store: store, log: log, now: time.Now}, nil
+	return &Inbound{cfg: cfg, store: store, log: log, now: time.Now, refused: map[string]uint64{}}, nil
 }
 
 // inboundReply is the JSON body of every answer.
@@ -174,6 +179,10 @@ func (h *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	accepted, dups := h.store.apply(p.Alerts, h.now())
+	h.mu.Lock()
+	h.accepted += uint64(accepted)
+	h.duplicates += uint64(dups)
+	h.mu.Unlock()
 	h.log.Info("inbound alerts", "receiver", p.Receiver, "status", p.Status, "accepted", accepted, "duplicates", dups)
 	h.reply(w, http.StatusOK, inboundReply{Accepted: accepted, Duplicates: dups})
 }
@@ -193,6 +202,11 @@ func (h *Inbound) authenticate(r *http.Request, body []byte) error {
 }
 
 func (h *Inbound) reply(w http.ResponseWriter, status int, body inboundReply) {
+	if status != http.StatusOK {
+		h.mu.Lock()
+		h.refused[strconv.Itoa(status)]++
+		h.mu.Unlock()
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -145,6 +146,16 @@ type Sender struct {
 	log   *slog.Logger
 	wake  map[string]chan struct{}
 	nowFn func() time.Time
+
+	running atomic.Bool
+	mu      sync.Mutex
+	results map[[2]string]uint64 // (endpoint, result) -> attempts
+}
+
+func (s *Sender) count(endpoint, result string) {
+	s.mu.Lock()
+	s.results[[2]string{endpoint, result}]++
+	s.mu.Unlock()
 }
 
 var bucketDead = []byte("dead") // endpoint/seq -> refused event
@@ -196,7 +207,7 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 		db.Close()
 		return nil, fmt.Errorf("webhook outbox %s: %w", cfg.OutboxPath, err)
 	}
-	s := &Sender{cfg: cfg, db: db, log: cfg.Logger, wake: map[string]chan struct{}{}, nowFn: time.Now}
+	s := &Sender{cfg: cfg, db: db, log: cfg.Logger, wake: map[string]chan struct{}{}, nowFn: time.Now, results: map[[2]string]uint64{}}
 	for _, e := range cfg.Endpoints {
 		s.wake[e.Name] = make(chan struct{}, 1)
 	}
@@ -290,6 +301,10 @@ func (s *Sender) Pending() (map[string]int, error) {
 // Run delivers queued events until ctx is cancelled, one goroutine per
 // endpoint (owned here: Run returns after they stop).
 func (s *Sender) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("webhook outbound: Sender.Run called twice")
+	}
+	defer s.running.Store(false)
 	var wg sync.WaitGroup
 	for _, e := range s.cfg.Endpoints {
 		wg.Add(1)
@@ -308,6 +323,15 @@ func (s *Sender) deliverLoop(ctx context.Context, e Endpoint) {
 		key, entry, ok, err := s.head(e.Name)
 		if err != nil {
 			log.Error("webhook outbox read failed", "err", err)
+			if ok {
+				// An entry that does not decode would block the queue
+				// forever: set it aside.
+				if err := s.remove(e.Name, key, &outboxEntry{LastErr: "undecodable outbox entry"}); err != nil {
+					log.Error("webhook outbox remove failed", "err", err)
+				}
+				s.count(e.Name, "dead")
+				continue
+			}
 		}
 		if !ok {
 			select {
@@ -325,6 +349,7 @@ func (s *Sender) deliverLoop(ctx context.Context, e Endpoint) {
 			if err := s.remove(e.Name, key, nil); err != nil {
 				log.Error("webhook outbox remove failed", "event_id", entry.EventID, "err", err)
 			}
+			s.count(e.Name, "delivered")
 			continue
 		case err == nil && permanent(status):
 			// The receiver rejects this event for good: keep it aside so
@@ -334,6 +359,7 @@ func (s *Sender) deliverLoop(ctx context.Context, e Endpoint) {
 			if err := s.remove(e.Name, key, &entry); err != nil {
 				log.Error("webhook outbox remove failed", "event_id", entry.EventID, "err", err)
 			}
+			s.count(e.Name, "dead")
 			continue
 		}
 		if ctx.Err() != nil {
@@ -342,6 +368,7 @@ func (s *Sender) deliverLoop(ctx context.Context, e Endpoint) {
 		if err == nil {
 			err = fmt.Errorf("HTTP %d", status)
 		}
+		s.count(e.Name, "retry")
 		entry.Attempts++
 		entry.LastErr = err.Error()
 		if uerr := s.update(e.Name, key, entry); uerr != nil {
