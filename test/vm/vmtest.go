@@ -161,13 +161,16 @@ func report(t *testing.T, pattern string, rep TestReport, res Result) {
 			}
 		})
 	}
+	if (res.ExitCode != 0 || len(rep.Tests) == 0) && len(rep.Other) > 0 {
+		t.Logf("guest output outside tests:\n%s", strings.Join(rep.Other, "\n"))
+	}
 	switch {
 	case len(rep.Tests) == 0:
-		t.Errorf("no guest test matched %q (guest exit status %d); output:\n%s\nconsole tail:\n%s",
-			pattern, res.ExitCode, strings.Join(rep.Other, "\n"), tail(res.Console, 20))
+		t.Errorf("no guest test matched %q (guest exit status %d); console tail:\n%s",
+			pattern, res.ExitCode, tail(res.Console, 20))
 	case res.ExitCode != 0 && !failed:
-		t.Errorf("the guest test binary exited with status %d; output outside tests:\n%s\nconsole tail:\n%s",
-			res.ExitCode, strings.Join(rep.Other, "\n"), tail(res.Console, 20))
+		t.Errorf("the guest test binary exited with status %d although no test failed; console tail:\n%s",
+			res.ExitCode, tail(res.Console, 20))
 	}
 }
 
