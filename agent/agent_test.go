@@ -70,8 +70,12 @@ func startAgent(t *testing.T, opts Options) *Agent {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
+	stopped := false
 	t.Cleanup(func() {
 		cancel()
+		if stopped {
+			return
+		}
 		select {
 		case err := <-done:
 			if err != nil {
@@ -84,6 +88,7 @@ func startAgent(t *testing.T, opts Options) *Agent {
 	select {
 	case <-a.Started():
 	case err := <-done:
+		stopped = true
 		t.Fatalf("agent stopped at start: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent did not start within 10s")

@@ -32,12 +32,23 @@ func checkConfigCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 			// The rule files the config points at are part of it.
 			var set *rules.RuleSet
 			set, err = loadRuleSet(cfg)
+			if err != nil && cfg.Rules.Builtin {
+				// Tell apart a problem in the user's files from shipped
+				// rules this build cannot compile (the agent runs without
+				// them, degraded).
+				without := *cfg
+				without.Rules.Builtin = false
+				if set2, err2 := loadRuleSet(&without); err2 == nil {
+					fmt.Fprintf(stderr, "%s: warning: built-in rules do not compile in this build and would be skipped: %v\n", file, err)
+					set, err = set2, nil
+				}
+			}
 			if err == nil {
 				n := 0
 				if set != nil {
 					n = len(set.Rules)
 				}
-				fmt.Fprintf(stdout, "%s: ok (%d rules from %d dirs)\n", file, n, len(cfg.Rules.Dirs))
+				fmt.Fprintf(stdout, "%s: ok (%d rules, built-in %v, %d rule dirs)\n", file, n, cfg.Rules.Builtin, len(cfg.Rules.Dirs))
 				continue
 			}
 		}

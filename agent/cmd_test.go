@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/remediate"
+	"github.com/vigil-agent/vigil/rules"
+	"github.com/vigil-agent/vigil/rules/builtin"
 	"github.com/vigil-agent/vigil/test/cgtest"
 )
 
@@ -175,9 +179,18 @@ func TestCheckConfigCommand(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("tick: 1s\nevents:\n  psi:\n    windw: 2s\nremediation:\n  max_concurrent: 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The shipped rules count when every action they name is in this
+	// build; otherwise check-config warns and the agent runs without them.
+	n, wantWarn := 0, ""
+	if shipped, err := builtin.Load(rules.LoadOptions{Actions: remediate.Validators()}); err == nil {
+		n = len(shipped.Rules)
+	} else {
+		wantWarn = "../vigil.example.yaml: warning: built-in rules do not compile in this build"
+	}
 	code, out, errOut := runCmd(t, "check-config", "../vigil.example.yaml")
-	if code != 0 || out != "../vigil.example.yaml: ok (0 rules from 0 dirs)\n" {
-		t.Errorf("check-config example = %d %q %q", code, out, errOut)
+	if want := fmt.Sprintf("../vigil.example.yaml: ok (%d rules, built-in true, 0 rule dirs)\n", n); code != 0 || out != want ||
+		!strings.HasPrefix(errOut, wantWarn) || (wantWarn == "") != (errOut == "") {
+		t.Errorf("check-config example = %d %q %q, want %q and a warning %q", code, out, errOut, want, wantWarn)
 	}
 	code, _, errOut = runCmd(t, "check-config", bad)
 	want := bad + `:4:5: events.psi.windw: unknown field "windw"` + "\n"
@@ -197,7 +210,7 @@ func TestCheckConfigCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	withRules := filepath.Join(dir, "with-rules.yaml")
-	if err := os.WriteFile(withRules, []byte("rules:\n  dirs: ["+rulesDir+"]\n"), 0o644); err != nil {
+	if err := os.WriteFile(withRules, []byte("rules:\n  builtin: false\n  dirs: ["+rulesDir+"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	code, _, errOut = runCmd(t, "check-config", withRules)
@@ -209,7 +222,7 @@ func TestCheckConfigCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, errOut = runCmd(t, "check-config", withRules)
-	if code != 0 || out != withRules+": ok (1 rules from 1 dirs)\n" {
+	if code != 0 || out != withRules+": ok (1 rules, built-in false, 1 rule dirs)\n" {
 		t.Errorf("check-config with a good rule = %d %q %q", code, out, errOut)
 	}
 

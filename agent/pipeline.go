@@ -18,6 +18,7 @@ import (
 	"github.com/vigil-agent/vigil/remediate"
 	"github.com/vigil-agent/vigil/remediate/journal"
 	"github.com/vigil-agent/vigil/rules"
+	"github.com/vigil-agent/vigil/rules/builtin"
 )
 
 // engineStateKey is where the rule engine's state (pending, firing,
@@ -40,6 +41,7 @@ type pipeline struct {
 	lastSaved []byte
 	nextSave  time.Time
 	health    *health
+	agent     *Agent
 }
 
 // buildPipeline loads the rules, opens the journal and the executor, and
@@ -48,8 +50,8 @@ type pipeline struct {
 // ready.
 func (a *Agent) buildPipeline(cfg *config.Config, hier collectors.Hierarchy) error {
 	p := &a.pipeline
-	p.log, p.health = a.log, a.health
-	set, err := loadRuleSet(cfg)
+	p.log, p.health, p.agent = a.log, a.health, a
+	set, err := a.loadRules(cfg)
 	if err != nil {
 		return err
 	}
@@ -147,9 +149,29 @@ func safetyConfig(cfg *config.Config) remediate.SafetyConfig {
 	return s
 }
 
-// loadRuleSet reads every *.yaml/*.yml file of rules.dirs (following
-// symlinks, so a Kubernetes ConfigMap's ..data swap works) and compiles
-// them. No files: no rules.
+// loadRules is loadRuleSet for the running agent: when only the shipped
+// rules fail to compile (an action they name is not in this build), the
+// agent starts with the user's rules alone, degraded, instead of not at all.
+func (a *Agent) loadRules(cfg *config.Config) (*rules.RuleSet, error) {
+	set, err := loadRuleSet(cfg)
+	if err == nil || !cfg.Rules.Builtin {
+		a.SetDegraded("builtin_rules", "")
+		return set, err
+	}
+	without := *cfg
+	without.Rules.Builtin = false
+	set, err2 := loadRuleSet(&without)
+	if err2 != nil {
+		return nil, err
+	}
+	a.log.Error("built-in rules do not compile in this build; running without them", "err", err)
+	a.SetDegraded("builtin_rules", err.Error())
+	return set, nil
+}
+
+// loadRuleSet compiles the shipped rules (rules.builtin) and every
+// *.yaml/*.yml file of rules.dirs (following symlinks, so a Kubernetes
+// ConfigMap's ..data swap works). No files: no rules.
 func loadRuleSet(cfg *config.Config) (*rules.RuleSet, error) {
 	files := map[string][]byte{}
 	for _, dir := range cfg.Rules.Dirs {
@@ -175,6 +197,11 @@ func loadRuleSet(cfg *config.Config) (*rules.RuleSet, error) {
 				return nil, fmt.Errorf("rules: %w", err)
 			}
 			files[file] = b
+		}
+	}
+	if cfg.Rules.Builtin {
+		for name, b := range builtin.Files() {
+			files[name] = b
 		}
 	}
 	if len(files) == 0 {
@@ -263,7 +290,7 @@ func (p *pipeline) reload(cfg *config.Config) error {
 	if p.engine == nil {
 		return nil
 	}
-	set, err := loadRuleSet(cfg)
+	set, err := p.agent.loadRules(cfg)
 	if err != nil {
 		p.engine.ReloadFailed(err)
 		return err
