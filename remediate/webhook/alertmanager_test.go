@@ -189,6 +189,10 @@ receivers:
 	if after := store.Active(time.Now()); !sameAlerts(before, after) {
 		t.Errorf("re-delivery changed the store:\nbefore %+v\nafter  %+v", before, after)
 	}
+	m := gatherValues(t, inbound)
+	if m[`vigil_inbound_alerts_total{result="accepted"}`] != 4 || m[`vigil_inbound_alerts_total{result="duplicate"}`] < 1 {
+		t.Errorf("inbound metrics %v, want 4 accepted (2 alerts firing then resolved) and duplicates", m)
+	}
 }
 
 func countStatus(alerts []collectors.Alert, status string) int {

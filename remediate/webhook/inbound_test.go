@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vigil-agent/vigil/collectors"
 )
 
@@ -300,4 +304,39 @@ func FuzzParseAlertmanager(f *testing.F) {
 			t.Fatalf("apply counted %d+%d of %d alerts", acc, dup, len(p.Alerts))
 		}
 	})
+}
+
+// TestMetricsPassPromtool: the webhook metrics, as exposed, pass
+// `promtool check metrics`.
+func TestMetricsPassPromtool(t *testing.T) {
+	promtool := requireTool(t, "promtool", "prometheus")
+	s, _ := startSender(t, SenderConfig{
+		OutboxPath: filepath.Join(t.TempDir(), "outbox.db"),
+		Endpoints:  []Endpoint{{Name: "a", URL: "http://127.0.0.1:1/x", Secret: []byte("0123456789abcdef")}},
+	})
+	h, err := NewInbound(InboundConfig{BearerToken: "0123456789abcdef"}, NewAlertStore(StoreOptions{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/api/v1/alerts", nil))
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s, h)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"vigil_webhook_deliveries_total", "vigil_webhook_outbox_pending", "vigil_inbound_alerts_total", `vigil_inbound_requests_refused_total{code="405"} 1`} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("exposition lacks %s:\n%s", want, body)
+		}
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
 }

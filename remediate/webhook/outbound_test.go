@@ -9,11 +9,13 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-agent/vigil/rules"
 )
 
@@ -175,6 +177,49 @@ func TestSenderDeliversAfterOutage(t *testing.T) {
 	if err != nil || pending["a"] != 0 || pending["b"] != 0 {
 		t.Errorf("pending = %v, %v; want empty queues", pending, err)
 	}
+	got := gatherValues(t, s)
+	for series, want := range map[string]float64{
+		`vigil_webhook_deliveries_total{endpoint="a",result="delivered"}`: float64(len(wantA)),
+		`vigil_webhook_deliveries_total{endpoint="b",result="delivered"}`: float64(len(wantB)),
+		`vigil_webhook_deliveries_total{endpoint="a",result="dead"}`:      0,
+		`vigil_webhook_outbox_pending{endpoint="a"}`:                      0,
+		`vigil_webhook_outbox_pending{endpoint="b"}`:                      0,
+	} {
+		if got[series] != want {
+			t.Errorf("%s = %v, want %v", series, got[series], want)
+		}
+	}
+	if got[`vigil_webhook_deliveries_total{endpoint="b",result="retry"}`] < 3 {
+		t.Errorf("retries to b = %v, want >= 3", got[`vigil_webhook_deliveries_total{endpoint="b",result="retry"}`])
+	}
+}
+
+// gatherValues collects c into a map keyed by series as written in PromQL.
+func gatherValues(t *testing.T, c prometheus.Collector) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			key := f.GetName() + "{" + strings.Join(labels, ",") + "}"
+			switch {
+			case m.Counter != nil:
+				out[key] = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[key] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
 }
 
 // TestSenderSurvivesRestart: events queued while the receiver is down are
