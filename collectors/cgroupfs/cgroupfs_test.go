@@ -43,7 +43,7 @@ func newCollector(t testing.TB, g *cgtest.Group, opts Options) *Collector {
 
 // testLogger sends the collector's log to the test's log.
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 type testWriter struct{ t testing.TB }

@@ -1,0 +1,92 @@
+package cgroupfs
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/test/cgtest"
+)
+
+// benchGroup creates a test group with n empty child cgroups (reading cost
+// does not depend on what runs inside) and a Collector on its subtree.
+func benchGroup(b *testing.B, n, workers int) (*Collector, *cgtest.Group) {
+	b.Helper()
+	g := cgtest.New(b)
+	for i := range n {
+		g.Child(b, "c"+strconv.Itoa(i))
+	}
+	c, err := New(Options{Subtree: g.Path(), Workers: workers, Logger: testLogger(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	if _, _, err := c.Discover(); err != nil {
+		b.Fatal(err)
+	}
+	return c, g
+}
+
+// BenchmarkSweep is a full sweep of n real cgroups (plus the group and its
+// ancestors), with the default number of sweep goroutines; /serial reads on
+// one goroutine.
+func BenchmarkSweep(b *testing.B) {
+	for _, n := range []int{100, 500, 1000} {
+		for _, mode := range []struct {
+			name    string
+			workers int
+		}{{"", 0}, {"/serial", 1}} {
+			b.Run(strconv.Itoa(n)+mode.name, func(b *testing.B) {
+				c, _ := benchGroup(b, n, mode.workers)
+				var snap collectors.Snapshot
+				now := time.Now()
+				if err := c.Sweep(now, &snap); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					now = now.Add(time.Second)
+					if err := c.Sweep(now, &snap); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if len(snap.Cgroups) < n {
+					b.Fatalf("swept %d cgroups, want >= %d", len(snap.Cgroups), n)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(snap.Cgroups)), "ns/cgroup")
+			})
+		}
+	}
+}
+
+// BenchmarkDiscover is an idle rediscovery (nothing changed) of 500 cgroups.
+func BenchmarkDiscover(b *testing.B) {
+	c, _ := benchGroup(b, 500, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		if added, removed, err := c.Discover(); err != nil || added+removed != 0 {
+			b.Fatalf("Discover: %d %d %v", added, removed, err)
+		}
+	}
+}
+
+// BenchmarkSweepPaths is an off-cycle snapshot of 2 cgroups among 500.
+func BenchmarkSweepPaths(b *testing.B) {
+	c, g := benchGroup(b, 500, 0)
+	paths := []string{g.Path() + "/c10", g.Path() + "/c400"}
+	var snap collectors.Snapshot
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(100 * time.Millisecond)
+		if err := c.SweepPaths(now, paths, &snap); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if len(snap.Cgroups) != 2 {
+		b.Fatalf("swept %d cgroups, want 2", len(snap.Cgroups))
+	}
+}
