@@ -57,6 +57,7 @@ type Agent struct {
 	reg     *prometheus.Registry
 	metrics *selfMetrics
 	reloads *reloadMetrics
+	stats   *collectorStats
 	mux     *http.ServeMux
 	token   atomic.Pointer[string]
 	health  *health
@@ -81,6 +82,7 @@ type Agent struct {
 	pendingTrigger *collectors.Event
 	lastOffCycle   time.Time
 	lastErr        map[string]string // collector -> last error logged
+	untracked      map[string]uint64 // cgroupfs reason -> count at the last discovery
 	scratchPaths   []string
 
 	runOnce sync.Once
@@ -113,6 +115,8 @@ func New(opts Options) (*Agent, error) {
 		watched:      map[string]uint64{},
 		pendingPaths: map[string]struct{}{},
 		lastErr:      map[string]string{},
+		untracked:    map[string]uint64{},
+		stats:        newCollectorStats(),
 	}
 	a.cfg.Store(opts.Config)
 	a.metrics = newSelfMetrics(a.reg, a.info)
@@ -132,7 +136,7 @@ func New(opts Options) (*Agent, error) {
 		}
 	}
 	a.health.setNotReady("snapshot", "no snapshot yet")
-	a.reg.MustRegister(newSnapshotCollector(a.snaps, false))
+	a.reg.MustRegister(newSnapshotCollector(a.snaps, false), a.stats)
 	if err := a.loadToken(opts.Config); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -203,6 +207,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	a.sampler = s
+	a.stats.cgroups.Store(s.cgroups)
 	defer func() {
 		if err := s.close(); err != nil {
 			a.log.Warn("closing collectors", "err", err)
@@ -324,6 +329,7 @@ func (a *Agent) tick(now time.Time, trigger *collectors.Event) {
 		if added > 0 || removed > 0 {
 			a.log.Debug("cgroups discovered", "added", added, "removed", removed)
 		}
+		a.trackLimits()
 		a.nextDiscovery = now.Add(cfg.DiscoveryInterval)
 	}
 	var errs sampleErrors
@@ -392,6 +398,7 @@ func (a *Agent) startWatcher(ctx context.Context, cfg *config.Config) {
 		}
 	}()
 	a.watcher = w
+	a.stats.watcher.Store(w)
 	a.watcherStop = func() { cancel(); <-done }
 	a.SetDegraded("events", "")
 	if cfg.Events.PSI.Enabled {

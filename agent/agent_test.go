@@ -254,7 +254,8 @@ func testAgentOnRealHost(t *testing.T) {
 			t.Errorf("limit of %s = %v (found %v), want %d", g.Path(), v, ok, 128<<20)
 		}
 		for _, name := range []string{"vigil_tick_duration_seconds_count", "vigil_cgroups_tracked", "vigil_build_info",
-			"vigil_ready", "vigil_tick_overruns_total", "vigil_node_memory_total_bytes", "go_goroutines", "process_resident_memory_bytes"} {
+			"vigil_ready", "vigil_tick_overruns_total", "vigil_node_memory_total_bytes", "go_goroutines", "process_resident_memory_bytes",
+			"vigil_cgroup_collector_discovered_total", "vigil_events_dropped_total", "vigil_rule_evaluations_total"} {
 			if _, ok := metricValue(body, name, ""); !ok {
 				t.Errorf("/metrics lacks %s", name)
 			}

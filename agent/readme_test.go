@@ -154,6 +154,13 @@ func metricsTable(t *testing.T) string {
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", name, typ, strings.Join(lnames, ", "), cell(mf.GetHelp()))
 	}
+	for _, d := range collectorStatDefs {
+		var lnames []string
+		for _, l := range d.Labels {
+			lnames = append(lnames, "`"+l+"`")
+		}
+		fmt.Fprintf(&b, "| `%s` | counter | %s | %s |\n", d.Name, strings.Join(lnames, ", "), cell(d.Help))
+	}
 	b.WriteString("\nPlus the standard `go_*` and `process_*` metrics of client_golang.\n")
 	return b.String()
 }
