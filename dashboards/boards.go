@@ -21,6 +21,8 @@ const (
 	noRuleFiring  = "no rule is firing"
 	noRules       = "no rule is loaded (rules.builtin off and no rules.dirs)"
 	notDegraded   = "the agent is not degraded"
+	noWebhooks    = "no outbound webhook is configured"
+	noInbound     = "inbound alerts (POST /api/v1/alerts) are not configured"
 )
 
 var zero = 0.0
@@ -314,6 +316,20 @@ func agentHealth() board {
 					targets: []target{{expr: `sum by (instance) (rate(vigil_rule_evaluations_total{` + nodeSel + `}[$__rate_interval]))`, legend: "{{instance}}", emptyWhen: noRules}}},
 				{title: "Rule evaluation duration (p99)", unit: "s", min: &zero,
 					targets: []target{{expr: `histogram_quantile(0.99, sum by (le, instance) (rate(vigil_rule_evaluation_duration_seconds_bucket{` + nodeSel + `}[$__rate_interval])))`, legend: "{{instance}}"}}},
+			}},
+			{title: "Webhooks", panels: []panel{
+				{title: "Outbound webhook deliveries", unit: "ops", min: &zero,
+					description: "delivered; retry: failed and will be retried (receiver down); dead: refused for good by the receiver and set aside.",
+					targets:     []target{{expr: `sum by (instance, endpoint, result) (rate(vigil_webhook_deliveries_total{` + nodeSel + `}[$__rate_interval]))`, legend: "{{instance}} {{endpoint}} {{result}}", emptyWhen: noWebhooks}}},
+				{title: "Outbound webhook outbox backlog", unit: "short", min: &zero,
+					description: "Events waiting in the persisted outbox, per endpoint. Grows while a receiver is down; nothing is lost.",
+					targets:     []target{{expr: `vigil_webhook_outbox_pending{` + nodeSel + `}`, legend: "{{instance}} {{endpoint}}", emptyWhen: noWebhooks}}},
+				{title: "Inbound alerts", unit: "ops", min: &zero, width: 24,
+					description: "Alertmanager alerts received on POST /api/v1/alerts, and refused requests by HTTP code.",
+					targets: []target{
+						{expr: `sum by (instance, result) (rate(vigil_inbound_alerts_total{` + nodeSel + `}[$__rate_interval]))`, legend: "{{instance}} {{result}}", emptyWhen: noInbound},
+						{expr: `sum by (instance, code) (rate(vigil_inbound_requests_refused_total{` + nodeSel + `}[$__rate_interval]))`, legend: "{{instance}} refused {{code}}", emptyWhen: noInbound},
+					}},
 			}},
 			{title: "Resources", panels: []panel{
 				{title: "Agent CPU", unit: "percentunit", min: &zero,

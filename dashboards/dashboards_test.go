@@ -195,6 +195,8 @@ var selfMetrics = []string{
 	"vigil_rule_evaluation_duration_seconds", "vigil_rules_loaded", "vigil_rules_reload_success",
 	"vigil_remediations_total", "vigil_remediation_outcome_total", "vigil_action_duration_seconds",
 	"vigil_remediation_refused_total", "vigil_remediations_active", "vigil_remediation_paused",
+	"vigil_webhook_deliveries_total", "vigil_webhook_outbox_pending", "vigil_inbound_alerts_total",
+	"vigil_inbound_requests_refused_total",
 	"process_cpu_seconds_total", "process_resident_memory_bytes", "up",
 }
 
