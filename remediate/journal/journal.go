@@ -22,10 +22,15 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // ErrNotFound is returned by Get and LoadState for an unknown key.
 var ErrNotFound = errors.New("journal: not found")
+
+// ErrLocked is returned by OpenReadOnly while another process (the running
+// agent) holds the journal.
+var ErrLocked = errors.New("journal: locked by another process (a running agent?)")
 
 var (
 	bucketRecords = []byte("records") // id -> JSON Record
@@ -84,7 +89,10 @@ func Open(path string, opts Options) (*Journal, error) {
 // OpenReadOnly opens an existing journal for queries (the CLI), without
 // blocking a running agent for long.
 func OpenReadOnly(path string) (*Journal, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 500 * time.Millisecond})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("%s: %w", path, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("journal: open %s: %w", path, err)
 	}
