@@ -85,6 +85,9 @@ type Agent struct {
 	untracked      map[string]uint64 // cgroupfs reason -> count at the last discovery
 	scratchPaths   []string
 
+	enrichers []Enricher
+	onStop    []func()
+
 	runOnce sync.Once
 }
 
@@ -222,6 +225,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 
+	if err := a.setupExtensions(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer func() {
+		for i := len(a.onStop) - 1; i >= 0; i-- {
+			a.onStop[i]()
+		}
+	}()
+
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("agent: listen on %s: %w", cfg.Listen, err)
@@ -336,6 +348,7 @@ func (a *Agent) tick(now time.Time, trigger *collectors.Event) {
 	snap := a.snaps.fill(func(dst *collectors.Snapshot) {
 		errs = a.sampler.sweep(now, dst)
 		dst.Trigger = trigger
+		a.enrich(dst)
 	})
 	if !discovered || errs.cgroups != nil {
 		a.noteError(collectorCgroups, "sweep", errs.cgroups)
@@ -563,6 +576,7 @@ func (a *Agent) flushEvents(now time.Time) {
 		}
 		err := a.sampler.sweepPaths(now, paths, node, &a.partial)
 		a.partial.Trigger = trigger
+		a.enrich(&a.partial)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			a.noteError(collectorCgroups, "off-cycle sweep", err)
 		}

@@ -6,9 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -288,4 +293,103 @@ func TestRecordCommand(t *testing.T) {
 	if !strings.Contains(errOut, "snapshots written to "+out) {
 		t.Errorf("stderr = %q", errOut)
 	}
+}
+
+// freePort returns a loopback address that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestRunCommandReloadsOnSIGHUP runs `vigil run` in-process with a config
+// file, sends the process SIGHUP with a broken and then a good file, and
+// checks the broken one is rejected while the agent keeps serving.
+func TestRunCommandReloadsOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	file := filepath.Join(dir, "vigil.yaml")
+	good := "tick: 200ms\ndiscovery_interval: 1s\nself:\n  oom_score_adj: 0\nremediation:\n  journal:\n    path: " + filepath.Join(dir, "journal.db") + "\n"
+	if err := os.WriteFile(file, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- LookupCommand("run").Run(ctx, []string{"--config", file, "--listen", addr, "--log-level", "debug"}, io.Discard, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("vigil run exited %d\n%s", code, stderr.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("vigil run did not stop")
+		}
+	})
+	base := "http://" + addr
+	eventually(t, 10*time.Second, "vigil run to be ready", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	reloadOK := func() float64 {
+		_, body := get(t, base+"/metrics")
+		v, _ := metricValue(body, "vigil_config_last_reload_successful", "")
+		return v
+	}
+
+	if err := os.WriteFile(file, []byte(good+"tick_rate: 5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the broken config to be rejected", func() bool { return reloadOK() == 0 })
+	if !strings.Contains(stderr.String(), `unknown field \"tick_rate\"`) {
+		t.Errorf("log does not name the bad field:\n%s", stderr.String())
+	}
+	if code, _ := get(t, base+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d after a rejected reload", code)
+	}
+
+	if err := os.WriteFile(file, []byte(strings.Replace(good, "tick: 200ms", "tick: 300ms", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the good config to be applied", func() bool { return reloadOK() == 1 })
+	if !strings.Contains(stderr.String(), "config reloaded") || !strings.Contains(stderr.String(), "tick=300ms") {
+		t.Errorf("log does not show the reload:\n%s", stderr.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the agent's logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
