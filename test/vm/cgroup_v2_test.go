@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -290,50 +289,37 @@ func TestV2CgroupKill(t *testing.T) {
 func TestV2CgroupFreeze(t *testing.T) {
 	RequireGuest(t)
 	g := cgtest.New(t)
-	cmd := g.Command("/bin/sh", "-c", "while :; do echo tick; sleep 0.02; done")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The ticker writes a counter to a file: once cgroup.events says frozen,
+	// every task of the group is stopped, so the file must not change.
+	counter := filepath.Join(t.TempDir(), "ticks")
+	cmd := g.Command("/bin/sh", "-c", `i=0; while :; do i=$((i+1)); echo $i > "$1"; sleep 0.02; done`, "ticker", counter)
 	cgtest.Start(t, cmd)
-	var (
-		mu    sync.Mutex
-		ticks int
-		done  = make(chan struct{})
-	)
-	go func() { // ends at EOF, when the cleanup kills the ticker
-		defer close(done)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			mu.Lock()
-			ticks++
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		// Kill the ticker (frozen or not) so the reader sees EOF.
-		_ = os.WriteFile(filepath.Join(g.Dir(""), "cgroup.kill"), []byte("1"), 0)
-		<-done
-	})
-	count := func() int { mu.Lock(); defer mu.Unlock(); return ticks }
-	waitFor(t, 10*time.Second, "ticker running", func() bool { return count() > 3 })
+	read := func() string {
+		b, _ := os.ReadFile(counter)
+		return strings.TrimSpace(string(b))
+	}
+	ticks := func() int { n, _ := strconv.Atoi(read()); return n }
+	waitFor(t, 10*time.Second, "ticker running", func() bool { return ticks() > 3 })
 
 	g.Write(t, "", "cgroup.freeze", "1")
 	waitFor(t, 10*time.Second, "cgroup.events frozen 1", func() bool {
 		return keyed(t, g.Read(t, "", "cgroup.events"))["frozen"] == 1
 	})
-	time.Sleep(100 * time.Millisecond) // let the reader drain what was written before the freeze
-	frozenAt := count()
+	frozenAt := read()
 	time.Sleep(500 * time.Millisecond)
-	if got := count(); got != frozenAt {
-		t.Errorf("ticker wrote %d lines while frozen", got-frozenAt)
+	if got := read(); got != frozenAt {
+		t.Errorf("counter moved from %q to %q while frozen", frozenAt, got)
+	}
+	if n := len(g.Procs(t)); n == 0 {
+		t.Error("no process left in the frozen group")
 	}
 
 	g.Write(t, "", "cgroup.freeze", "0")
 	waitFor(t, 10*time.Second, "cgroup.events frozen 0", func() bool {
 		return keyed(t, g.Read(t, "", "cgroup.events"))["frozen"] == 0
 	})
-	waitFor(t, 10*time.Second, "ticker running again after thaw", func() bool { return count() > frozenAt+3 })
+	was, _ := strconv.Atoi(frozenAt)
+	waitFor(t, 10*time.Second, "ticker running again after thaw", func() bool { return ticks() > was+3 })
 }
 
 func TestV2PidsMax(t *testing.T) {

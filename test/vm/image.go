@@ -408,6 +408,9 @@ func ensureInitramfs(kdir string, logf func(string, ...any)) (string, error) {
 	if err := tmp.Close(); err != nil {
 		return "", fmt.Errorf("vmtest: %w", err)
 	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return "", fmt.Errorf("vmtest: %w", err)
+	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return "", fmt.Errorf("vmtest: %w", err)
 	}

@@ -21,6 +21,7 @@ package vmtest
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -119,6 +120,9 @@ func Run(t *testing.T, pattern string) {
 	if err != nil {
 		if b, rerr := os.ReadFile(outFile); rerr == nil && len(b) > 0 {
 			t.Logf("guest test output so far (tail):\n%s", tail(string(b), 60))
+		}
+		if errors.Is(err, ErrQEMUMissing) {
+			t.Fatalf("%v\n(on a machine that cannot run QEMU, set %s=1 to skip the VM tests)", err, SkipEnv)
 		}
 		t.Fatal(err)
 	}
