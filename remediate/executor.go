@@ -450,6 +450,11 @@ func (x *Executor) start(f *rules.Finding) {
 	}
 	rec.Decision = fmt.Sprintf("rule %s fired on %s: ladder %s", f.Rule, f.Target.Key(), strings.Join(steps, " -> "))
 	x.mu.Lock()
+	if _, dup := x.ladders[key]; dup { // Handle called concurrently for the same key
+		x.mu.Unlock()
+		x.safety.done()
+		return
+	}
 	if c := x.cgroups[f.Target.Path]; c != nil {
 		s := c.latest
 		l.latest = &s
