@@ -29,13 +29,14 @@ const (
 )
 
 // version hides what differs between cgroup v1 and v2: which files exist and
-// how they fill a CgroupSample. Two implementations, v1 and v2.
+// how each fills a CgroupSample. Two implementations, v1 and v2.
 type version interface {
 	number() int
 	files() *[numFiles]string
-	// read fills s from the cgroup's held files. It returns errVanished when
-	// the cgroup disappeared; other problems are counted by the reader.
-	read(r *reader, cg *cgroup, s *collectors.CgroupSample) error
+	// fill parses the content b of file f into s.
+	fill(f fileID, b []byte, s *collectors.CgroupSample) error
+	// finish derives the fields that need several files.
+	finish(s *collectors.CgroupSample)
 	// effectiveLimit is the tightest limit on s given its parent's.
 	effectiveLimit(s *collectors.CgroupSample, parent uint64) uint64
 }
@@ -44,6 +45,25 @@ var (
 	_ version = v1{}
 	_ version = v2{}
 )
+
+// resetSample zeroes s but for its path and identity and sets every limit
+// to Unlimited, which is what an absent limit file means.
+func resetSample(s *collectors.CgroupSample) {
+	path, id := s.Path, s.Identity
+	*s = collectors.CgroupSample{Path: path, Identity: id}
+	m := &s.Memory
+	m.MaxBytes, m.HighBytes, m.SoftLimitBytes = collectors.Unlimited, collectors.Unlimited, collectors.Unlimited
+	m.SwapMaxBytes, m.MemswLimitBytes = collectors.Unlimited, collectors.Unlimited
+}
+
+// setBytes parses a limit file into dst, leaving it alone if malformed.
+func setBytes(dst *collectors.Bytes, b []byte) error {
+	v, err := parseLimit(b)
+	if err == nil {
+		*dst = collectors.Bytes(v)
+	}
+	return err
+}
 
 type v1 struct{}
 
@@ -62,46 +82,35 @@ var v1Files = [numFiles]string{
 func (v1) number() int              { return 1 }
 func (v1) files() *[numFiles]string { return &v1Files }
 
-func (v1) read(r *reader, cg *cgroup, s *collectors.CgroupSample) error {
+func (v1) fill(f fileID, b []byte, s *collectors.CgroupSample) error {
 	m := &s.Memory
 	var err error
-	if m.UsageBytes, err = r.value(cg, fUsage); err != nil {
-		return err
+	switch f {
+	case fUsage:
+		m.UsageBytes, err = parseValue(b)
+	case fPeak:
+		m.PeakBytes, err = parseValue(b)
+	case fMax:
+		err = setBytes(&m.MaxBytes, b)
+	case fSoftLimit:
+		err = setBytes(&m.SoftLimitBytes, b)
+	case fMemswLimit:
+		err = setBytes(&m.MemswLimitBytes, b)
+	case fMemswUsage:
+		m.MemswUsageBytes, err = parseValue(b)
+	case fStat:
+		err = parseMemoryStat(b, &s.Stat, 1)
+	case fFailcnt:
+		s.Events.Max, err = parseValue(b)
+	case fOOMControl:
+		err = parseOOMControl(b, &s.Events)
 	}
-	if m.PeakBytes, err = r.value(cg, fPeak); err != nil {
-		return err
-	}
-	if err = r.limit(cg, fMax, &m.MaxBytes); err != nil {
-		return err
-	}
-	if err = r.limit(cg, fSoftLimit, &m.SoftLimitBytes); err != nil {
-		return err
-	}
-	if err = r.limit(cg, fMemswLimit, &m.MemswLimitBytes); err != nil {
-		return err
-	}
-	if m.MemswUsageBytes, err = r.value(cg, fMemswUsage); err != nil {
-		return err
-	}
-	m.HighBytes = collectors.Unlimited
-	m.SwapMaxBytes = collectors.Unlimited
-	if b, err := r.file(cg, fStat); err != nil {
-		return err
-	} else if b != nil {
-		r.parsed(cg, fStat, parseMemoryStat(b, &s.Stat, 1))
-	}
-	m.SwapUsageBytes = s.Stat.Swap
-	if s.Events.Max, err = r.value(cg, fFailcnt); err != nil {
-		return err
-	}
-	if b, err := r.file(cg, fOOMControl); err != nil {
-		return err
-	} else if b != nil {
-		r.parsed(cg, fOOMControl, parseOOMControl(b, &s.Events))
-	}
-	// v1 has no per-cgroup PSI: Pressure stays Present=false.
-	return nil
+	return err
 }
+
+// finish: v1 has no swap usage file of its own; memory.stat has it. There is
+// no per-cgroup PSI on v1: Pressure stays Present=false.
+func (v1) finish(s *collectors.CgroupSample) { s.Memory.SwapUsageBytes = s.Stat.Swap }
 
 func (v1) effectiveLimit(s *collectors.CgroupSample, parent uint64) uint64 {
 	eff := min(parent, uint64(s.Memory.MaxBytes))
@@ -130,60 +139,42 @@ var v2Files = [numFiles]string{
 func (v2) number() int              { return 2 }
 func (v2) files() *[numFiles]string { return &v2Files }
 
-func (v2) read(r *reader, cg *cgroup, s *collectors.CgroupSample) error {
+func (v2) fill(f fileID, b []byte, s *collectors.CgroupSample) error {
 	m := &s.Memory
 	var err error
-	if m.UsageBytes, err = r.value(cg, fUsage); err != nil {
-		return err
-	}
-	if m.PeakBytes, err = r.value(cg, fPeak); err != nil {
-		return err
-	}
-	if err = r.limit(cg, fMax, &m.MaxBytes); err != nil {
-		return err
-	}
-	if err = r.limit(cg, fHigh, &m.HighBytes); err != nil {
-		return err
-	}
-	var low, minimum collectors.Bytes
-	if err = r.limitOr(cg, fLow, &low, 0); err != nil {
-		return err
-	}
-	if err = r.limitOr(cg, fMin, &minimum, 0); err != nil {
-		return err
-	}
-	m.LowBytes, m.MinBytes = uint64(low), uint64(minimum)
-	if err = r.limit(cg, fSwapMax, &m.SwapMaxBytes); err != nil {
-		return err
-	}
-	if m.SwapUsageBytes, err = r.value(cg, fSwapCurrent); err != nil {
-		return err
-	}
-	m.SoftLimitBytes = collectors.Unlimited
-	m.MemswLimitBytes = collectors.Unlimited
-	if b, err := r.file(cg, fStat); err != nil {
-		return err
-	} else if b != nil {
-		r.parsed(cg, fStat, parseMemoryStat(b, &s.Stat, 2))
-	}
-	// memory.stat has no swap line on v2; keep Stat.Swap meaning the same.
-	s.Stat.Swap = m.SwapUsageBytes
-	if b, err := r.file(cg, fEvents); err != nil {
-		return err
-	} else if b != nil {
-		r.parsed(cg, fEvents, parseEvents(b, &s.Events))
-	}
-	if b, err := r.file(cg, fPressure); err != nil {
-		return err
-	} else if b != nil {
-		p, perr := collectors.ParsePressure(b)
-		r.parsed(cg, fPressure, perr)
-		if perr == nil {
+	switch f {
+	case fUsage:
+		m.UsageBytes, err = parseValue(b)
+	case fPeak:
+		m.PeakBytes, err = parseValue(b)
+	case fMax:
+		err = setBytes(&m.MaxBytes, b)
+	case fHigh:
+		err = setBytes(&m.HighBytes, b)
+	case fLow:
+		m.LowBytes, err = parseLimit(b) // "max" protects everything: Unlimited
+	case fMin:
+		m.MinBytes, err = parseLimit(b)
+	case fSwapMax:
+		err = setBytes(&m.SwapMaxBytes, b)
+	case fSwapCurrent:
+		m.SwapUsageBytes, err = parseValue(b)
+	case fStat:
+		err = parseMemoryStat(b, &s.Stat, 2)
+	case fEvents:
+		err = parseEvents(b, &s.Events)
+	case fPressure:
+		var p collectors.Pressure
+		if p, err = collectors.ParsePressure(b); err == nil {
 			s.Pressure = p
 		}
 	}
-	return nil
+	return err
 }
+
+// finish: memory.stat has no swap line on v2; keep Stat.Swap meaning the same
+// on both versions.
+func (v2) finish(s *collectors.CgroupSample) { s.Stat.Swap = s.Memory.SwapUsageBytes }
 
 func (v2) effectiveLimit(s *collectors.CgroupSample, parent uint64) uint64 {
 	return min(parent, uint64(s.Memory.MaxBytes), uint64(s.Memory.HighBytes))
