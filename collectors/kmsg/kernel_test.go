@@ -1,7 +1,9 @@
 package kmsg
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/vigil-agent/vigil/test/cgtest"
 	vmtest "github.com/vigil-agent/vigil/test/vm"
+	"golang.org/x/sys/unix"
 )
 
 func TestCgroupV2VM(t *testing.T) { vmtest.Run(t, "^TestV2") }
@@ -123,7 +126,13 @@ func kernelOOMIsAttributed(t *testing.T) {
 		t.Fatalf("no OOM event for pid %d in %d events after seq %d: %+v", pid, len(got), start.Seq, got)
 	}
 	check("re-read", *found)
-	t.Logf("kernel report (%d lines) for pid %d in %s:\n%s", len(found.Report), pid, found.CgroupPath, strings.Join(found.Report, "\n"))
+	t.Logf("kernel report (%d records) for pid %d in %s:\n%s", len(found.Report), pid, found.CgroupPath, strings.Join(found.Report, "\n"))
+	if testing.Verbose() {
+		// The raw records, to capture fixtures from this kernel.
+		for _, r := range rawRecords(t, found.StartSeq, found.Seq) {
+			t.Logf("raw: %s", r)
+		}
+	}
 
 	deadline := time.After(30 * time.Second)
 	for {
@@ -136,6 +145,31 @@ func kernelOOMIsAttributed(t *testing.T) {
 			return
 		case <-deadline:
 			t.Fatalf("the following reader did not deliver the kill of pid %d (stats %+v)", pid, follower.Stats())
+		}
+	}
+}
+
+// rawRecords reads the records first..last from /dev/kmsg as the kernel
+// wrote them (escaped, with their continuation lines).
+func rawRecords(t *testing.T, first, last uint64) []string {
+	fd, err := unix.Open(DefaultPath, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var out []string
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := unix.Read(fd, buf)
+		if errors.Is(err, unix.EPIPE) {
+			continue
+		}
+		if err != nil || n == 0 {
+			return out
+		}
+		rec, perr := parseRecord(buf[:n])
+		if perr == nil && rec.Seq >= first && rec.Seq <= last {
+			out = append(out, string(bytes.TrimRight(buf[:n], "\n")))
 		}
 	}
 }
