@@ -58,7 +58,8 @@ func ReadTestReport(path string) (TestReport, error) {
 // "=== PAUSE", "=== CONT", "=== NAME" (and any other "=== WORD name") switch
 // the test that owns the following lines; "--- PASS|FAIL|SKIP: name (1.23s)"
 // ends one. Result lines of subtests come indented after their parent's, and
-// indented lines after a top-level result still belong to it.
+// indented lines after a top-level result still belong to it, as does a panic
+// printed right after it.
 func parseTestOutput(r io.Reader) (TestReport, error) {
 	var rep TestReport
 	index := map[string]int{} // top-level name -> index in rep.Tests
@@ -95,6 +96,11 @@ func parseTestOutput(r io.Reader) (TestReport, error) {
 			continue
 		}
 		indented := strings.HasPrefix(line, "    ") || strings.HasPrefix(line, "\t")
+		if lastDone >= 0 && strings.HasPrefix(line, "panic: ") {
+			// A panicking test prints its --- FAIL line, then the panic
+			// and the stacks until the binary exits: all of it is its.
+			current = lastDone
+		}
 		switch {
 		case current >= 0:
 			rep.Tests[current].Output = append(rep.Tests[current].Output, line)

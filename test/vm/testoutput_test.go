@@ -51,9 +51,8 @@ func TestParseTestOutputFiles(t *testing.T) {
 			file: "panic.txt",
 			want: []outcome{
 				{"TestPass", Pass, nil},
-				{"TestPanic", Fail, nil},
+				{"TestPanic", Fail, []string{"panic: boom [recovered, repanicked]", "\t/tmp/seedpkg/seed_test.go:49 +0x3d"}},
 			},
-			wantOther: []string{"panic: boom [recovered, repanicked]", "\t/tmp/seedpkg/seed_test.go:49 +0x3d"},
 		},
 		{
 			file: "timeout.txt",
