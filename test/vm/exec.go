@@ -219,6 +219,9 @@ func hostTSCkHz() int {
 	return 2000000
 }
 
+// maxConsole bounds the console kept in memory.
+const maxConsole = 8 << 20
+
 // consoleBuffer collects the serial console, drops \r, copies it to live and
 // notices the VM-START line init prints before running the script.
 type consoleBuffer struct {
@@ -234,6 +237,12 @@ func (c *consoleBuffer) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clean := bytes.ReplaceAll(p, []byte("\r"), nil)
+	if c.buf.Len() > maxConsole {
+		// A runaway guest: keep the newest half (the tail is what errors show).
+		keep := append([]byte("[console truncated]\n"), c.buf.Bytes()[c.buf.Len()/2:]...)
+		c.buf.Reset()
+		c.buf.Write(keep)
+	}
 	c.buf.Write(clean)
 	if c.live != nil {
 		_, _ = c.live.Write(clean)

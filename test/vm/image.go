@@ -90,6 +90,7 @@ func prepare(ctx context.Context, logf func(string, ...any)) (*image, error) {
 		return nil, err
 	}
 	defer unlock()
+	removeStale(root)
 
 	qemu, err := ensurePackages(ctx, logf)
 	if err != nil {
@@ -111,6 +112,16 @@ func prepare(ctx context.Context, logf func(string, ...any)) (*image, error) {
 		QEMU:      qemu,
 		LockFile:  filepath.Join(root, "vm.lock"),
 	}, nil
+}
+
+// removeStale deletes what a killed build left behind (the unpacked kernel
+// package is ~400 MB). Only call it with the preparation lock held.
+func removeStale(root string) {
+	stale, _ := filepath.Glob(filepath.Join(root, ".tmp-*"))
+	more, _ := filepath.Glob(filepath.Join(root, "*", ".initramfs-*"))
+	for _, p := range append(stale, more...) {
+		_ = os.RemoveAll(p)
+	}
 }
 
 // ensurePackages installs qemu-system-x86, busybox-static and xz-utils with
