@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -39,7 +40,14 @@ type Condition struct {
 	calls []callSite
 	// cost is the static worst-case cost estimate.
 	cost uint64
+	// native is the allocation-free evaluator of the expression, nil when
+	// it uses more of CEL than the native subset.
+	native boolFn
 }
+
+// errNative is the error of a natively evaluated condition (the subset
+// has no error source today; kept so both paths share one contract).
+var errNative = errors.New("condition evaluation error")
 
 // Target kinds of a rule.
 const (
@@ -398,6 +406,7 @@ func compileCondition(src, target string, costLimit uint64, historySize int) (*C
 		return nil, &CompileError{Message: err.Error()}
 	}
 	c.program = prg
+	c.native = compileNative(checked.NativeRep(), e)
 	return c, nil
 }
 
@@ -640,10 +649,10 @@ func (c *evalContext) value(id signalID) ref.Val {
 		s = c.node
 		id -= nodeBase
 	}
-	if s == nil || int(id) >= len(s.boxed) || s.boxed[id] == nil {
+	if s == nil || int(id) >= len(s.boxed) {
 		return types.Double(math.NaN())
 	}
-	return s.boxed[id]
+	return s.boxedAt(int(id))
 }
 
 func (c *evalContext) float(id signalID) (float64, *ring) {
@@ -673,6 +682,7 @@ func evalHistory(kind fnKind, cv, specv, horizonv ref.Val) ref.Val {
 		return types.NewErr("vigil: bad function argument")
 	}
 	id, window := unpackSpec(int64(spec))
+	_ = id
 	var horizon float64
 	if horizonv != nil {
 		h, ok := horizonv.(types.Double)
@@ -681,20 +691,54 @@ func evalHistory(kind fnKind, cv, specv, horizonv ref.Val) ref.Val {
 		}
 		horizon = float64(h)
 	}
-	s := c.target
-	if id.isNode() {
-		s = c.node
+	if v, ok := c.historyMemo(kind, int64(spec), horizon); ok {
+		return types.Double(v)
 	}
-	if c.tick != 0 && s != nil {
-		if v := s.memoGet(c.tick, kind, int64(spec), horizon); v != nil {
-			return v
-		}
-	}
+	v := c.historyRaw(kind, id, window, horizon)
+	c.historyStore(kind, int64(spec), horizon, v)
+	return types.Double(v)
+}
+
+func (c *evalContext) historyRaw(kind fnKind, id signalID, window time.Duration, horizon float64) float64 {
 	cur, r := c.float(id)
-	v := types.Double(historyValue(kind, r, c.now, int64(window), horizon, cur))
-	if c.tick != 0 && s != nil {
-		s.memoPut(c.tick, kind, int64(spec), horizon, v)
+	return historyValue(kind, r, c.now, int64(window), horizon, cur)
+}
+
+func (c *evalContext) memoSeries(spec int64) *series {
+	id, _ := unpackSpec(spec)
+	if id.isNode() {
+		return c.node
 	}
+	return c.target
+}
+
+func (c *evalContext) historyMemo(kind fnKind, spec int64, horizon float64) (float64, bool) {
+	if c.tick == 0 {
+		return 0, false
+	}
+	if s := c.memoSeries(spec); s != nil {
+		return s.memoGet(c.tick, kind, spec, horizon)
+	}
+	return 0, false
+}
+
+func (c *evalContext) historyStore(kind fnKind, spec int64, horizon float64, v float64) {
+	if c.tick == 0 {
+		return
+	}
+	if s := c.memoSeries(spec); s != nil {
+		s.memoPut(c.tick, kind, spec, horizon, v)
+	}
+}
+
+// history is the native evaluator's entry to the history functions.
+func (c *evalContext) history(kind fnKind, spec int64, horizon float64) float64 {
+	if v, ok := c.historyMemo(kind, spec, horizon); ok {
+		return v
+	}
+	id, window := unpackSpec(spec)
+	v := c.historyRaw(kind, id, window, horizon)
+	c.historyStore(kind, spec, horizon, v)
 	return v
 }
 
@@ -707,9 +751,15 @@ func evalAlert(cv, namev ref.Val, exact bool) ref.Val {
 	if !ok {
 		return types.NewErr("vigil: alert name must be a string")
 	}
+	return types.Bool(c.matchAlert(string(name), exact))
+}
+
+// matchAlert reports whether a firing alert of that name targets the
+// target (exact) or the target or the node.
+func (c *evalContext) matchAlert(name string, exact bool) bool {
 	for i := range c.alerts {
 		a := &c.alerts[i]
-		if a.Name != string(name) || (a.Status != "" && a.Status != "firing") {
+		if a.Name != name || (a.Status != "" && a.Status != "firing") {
 			continue
 		}
 		match := false
@@ -725,15 +775,24 @@ func evalAlert(cv, namev ref.Val, exact bool) ref.Val {
 			if c.alert == "" {
 				c.alert = a.Name
 			}
-			return types.True
+			return true
 		}
 	}
-	return types.False
+	return false
 }
 
 // eval runs the condition on a prepared context. An evaluation error counts
 // as "does not hold".
 func (c *Condition) eval(ctx *evalContext) (bool, error) {
+	if c.native != nil {
+		switch c.native(ctx) {
+		case triTrue:
+			return true, nil
+		case triFalse:
+			return false, nil
+		}
+		return false, errNative
+	}
 	out, _, err := c.program.Eval(ctx)
 	if err != nil {
 		return false, err

@@ -27,22 +27,22 @@ type memoEntry struct {
 	kind    fnKind
 	spec    int64
 	horizon float64
-	val     ref.Val
+	val     float64
 }
 
 const maxMemo = 16
 
-func (s *series) memoGet(tick uint64, kind fnKind, spec int64, horizon float64) ref.Val {
+func (s *series) memoGet(tick uint64, kind fnKind, spec int64, horizon float64) (float64, bool) {
 	for i := range s.memo {
 		m := &s.memo[i]
 		if m.tick == tick && m.kind == kind && m.spec == spec && m.horizon == horizon {
-			return m.val
+			return m.val, true
 		}
 	}
-	return nil
+	return 0, false
 }
 
-func (s *series) memoPut(tick uint64, kind fnKind, spec int64, horizon float64, v ref.Val) {
+func (s *series) memoPut(tick uint64, kind fnKind, spec int64, horizon float64, v float64) {
 	e := memoEntry{tick: tick, kind: kind, spec: spec, horizon: horizon, val: v}
 	for i := range s.memo {
 		if s.memo[i].tick != tick {
@@ -63,13 +63,19 @@ func newSeries(n int) *series {
 	return s
 }
 
-// set stores a current value, boxing it for CEL only when it changed.
-func (s *series) set(i int, v float64) {
-	if s.boxed[i] != nil && (s.vals[i] == v) {
-		return
+// set stores a current value. Boxing for the CEL interpreter is lazy
+// (boxedAt): conditions on the native path never need it.
+func (s *series) set(i int, v float64) { s.vals[i] = v }
+
+// boxedAt returns the value as a CEL value, reboxing only when it changed.
+func (s *series) boxedAt(i int) ref.Val {
+	v := s.vals[i]
+	if b, ok := s.boxed[i].(types.Double); ok && float64(b) == v {
+		return b
 	}
-	s.vals[i] = v
-	s.boxed[i] = types.Double(v)
+	b := types.Double(v)
+	s.boxed[i] = b
+	return b
 }
 
 // ring is a fixed-size history of one signal of one target. Committed
