@@ -32,6 +32,16 @@ var (
 	nodeVar = variable{name: "node", label: "Node", metric: `vigil_build_info{job=~"$job"}`, valueOf: "instance"}
 )
 
+// remediationAnnotation marks each remediation step: a counter that moved,
+// or a (action, result) series that appeared in the last annotation step (its
+// first remediation: a new counter starts at 1, which changes() cannot see).
+var remediationAnnotation = annotation{
+	name: "Remediations", color: "orange", emptyWhen: noRemediation,
+	expr: `(changes(vigil_remediations_total{` + nodeSel + `}[1m]) > 0)` +
+		` or (vigil_remediations_total{` + nodeSel + `} unless vigil_remediations_total{` + nodeSel + `} offset 10s)`,
+	titleFormat: "{{action}}: {{result}}", textFormat: "{{instance}}",
+}
+
 func boards() []board {
 	return []board{nodeMemory(), workloadMemory(), remediations(), agentHealth()}
 }
@@ -132,11 +142,7 @@ func workloadMemory() board {
 			{name: "pod", label: "Pod", metric: `vigil_cgroup_memory_working_set_bytes{` + nodeSel + `,namespace=~"$namespace"}`, valueOf: "pod", emptyWhen: noK8s},
 			{name: "cgroup", label: "Cgroup", metric: `vigil_cgroup_memory_working_set_bytes{` + nodeSel + `,namespace=~"$namespace",pod=~"$pod"}`, valueOf: "cgroup"},
 		},
-		annotations: []annotation{{
-			name: "Remediations", color: "orange", emptyWhen: noRemediation,
-			expr:        `changes(vigil_remediations_total{` + nodeSel + `}[1m]) > 0`,
-			titleFormat: "{{action}}: {{result}}", textFormat: "{{instance}}",
-		}},
+		annotations: []annotation{remediationAnnotation},
 		rows: []row{
 			{title: "Working set and limits", panels: []panel{
 				{title: "Working set vs limit vs memory.high", unit: "bytes", min: &zero, width: 24, height: 10,
@@ -217,9 +223,7 @@ func remediations() board {
 		tags:        []string{"vigil", "remediation"},
 		vars:        []variable{jobVar, nodeVar},
 		annotations: []annotation{
-			{name: "Remediations", color: "orange", emptyWhen: noRemediation,
-				expr:        `changes(vigil_remediations_total{` + nodeSel + `}[1m]) > 0`,
-				titleFormat: "{{action}}: {{result}}", textFormat: "{{instance}}"},
+			remediationAnnotation,
 			{name: "Kernel OOM kills", color: "red", emptyWhen: noOOM,
 				expr:        `increase(vigil_node_vmstat_oom_kill_total{` + nodeSel + `}[1m]) > 0`,
 				titleFormat: "Kernel OOM kill on {{instance}}", textFormat: "{{instance}}"},

@@ -3,6 +3,7 @@ package dashboards
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,20 +47,35 @@ func TestPanelQueriesParse(t *testing.T) {
 	}
 }
 
+// provenByRemediation are the queries marked MayBeEmpty that the data test
+// makes non-empty on purpose: it has vigil run a dry-run remediation.
+var provenByRemediation = map[string]bool{
+	"workload-memory / annotation: Remediations ": true,
+	"remediations / annotation: Remediations ":    true,
+	"remediations / Actions by result A":          true,
+	"remediations / Action latency A":             true,
+	"remediations / Action latency B":             true,
+	"remediations / Rules firing A":               true,
+	"agent-health / Rule evaluations A":           true,
+}
+
+func queryKey(q Query) string { return q.Dashboard + " / " + q.Panel + " " + q.RefID }
+
 // TestPanelQueriesReturnData is the proof that every panel shows something:
-// a real vigil runs on this machine's cgroups (with a test cgroup that has a
-// limit and a growing allocator in it), a real Prometheus scrapes it every
-// second, and every query of every panel must return series, except those
-// listed as possibly empty because the event they show did not happen.
+// a real vigil runs on this machine's cgroups, a real Prometheus scrapes it
+// every second, and every query of every panel must return series, except
+// those listed as possibly empty because the event they show did not happen.
+// The test makes things happen: a cgroup with a limit and a growing
+// allocator, and a rule that fires on it with a dry-run action.
 func TestPanelQueriesReturnData(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts vigil and Prometheus for ~20 s")
+		t.Skip("starts vigil and Prometheus for ~30 s")
 	}
 	requireTool(t, "prometheus", "prometheus")
 	vigil := buildVigil(t)
 
-	// A cgroup with a limit and memory in it, so that limit, headroom and
-	// growth panels have a subject on any host.
+	// The subject: a cgroup with a limit and memory in it, so that limit,
+	// headroom and growth panels have something to show on any host.
 	g := cgtest.New(t, "memory")
 	if g.Version == 2 {
 		g.Write(t, "", "memory.max", "268435456")
@@ -68,8 +84,11 @@ func TestPanelQueriesReturnData(t *testing.T) {
 	}
 	cgtest.Start(t, g.Allocator(cgtest.AllocSpec{TotalMiB: 96, StepMiB: 4, Interval: 500 * time.Millisecond}))
 
+	// vigil runs in a sibling cgroup: safety refuses to act on the agent's
+	// own cgroup and its descendants.
+	agentGroup := cgtest.New(t, "memory")
 	addr := freeAddr(t)
-	startProcess(t, "vigil", exec.Command(vigil, append([]string{"run", "--listen", addr}, privateJournal(t)...)...))
+	startProcess(t, "vigil", agentGroup.Command(vigil, "run", "--listen", addr, "--config", testConfig(t, g.Path())))
 	waitHTTP(t, "http://"+addr+"/metrics", 30*time.Second)
 
 	prom := startPrometheus(t, addr)
@@ -91,44 +110,68 @@ func TestPanelQueriesReturnData(t *testing.T) {
 	var withData, allowedEmpty int
 	for _, q := range Queries() {
 		expr := resolve(q.Expr)
-		res, err := prom.queryRange(ctx, expr, end, 20*time.Second, time.Second)
+		res, err := prom.queryRange(ctx, expr, end, 30*time.Second, time.Second)
 		if err != nil {
-			t.Errorf("%s / %s %s: %q: %v", q.Dashboard, q.Panel, q.RefID, expr, err)
+			t.Errorf("%s: %q: %v", queryKey(q), expr, err)
 			continue
 		}
 		if len(res.Data.Result) > 0 {
 			withData++
 			continue
 		}
-		if q.MayBeEmpty != "" {
+		switch {
+		case provenByRemediation[queryKey(q)]:
+			t.Errorf("%s returned no data although the test's dry-run remediation ran: %q", queryKey(q), expr)
+		case q.MayBeEmpty != "":
 			allowedEmpty++
-			t.Logf("empty (allowed: %s): %s / %s %s", q.MayBeEmpty, q.Dashboard, q.Panel, q.RefID)
-			continue
+			t.Logf("empty (allowed: %s): %s", q.MayBeEmpty, queryKey(q))
+		default:
+			t.Errorf("%s returned no data: %q", queryKey(q), expr)
 		}
-		t.Errorf("%s / %s %s returned no data: %q", q.Dashboard, q.Panel, q.RefID, expr)
 	}
 	t.Logf("%d queries returned data, %d empty as allowed", withData, allowedEmpty)
 }
 
-// privateJournal returns flags that give the agent a journal file of its
-// own (the default, /var/lib/vigil/journal.db, is locked by any other vigil
-// on the machine): the embedded default config with only the journal path
-// changed.
-func privateJournal(t *testing.T) []string {
+// testConfig writes the agent's config for the data test, on top of the
+// built-in defaults: a private journal (the default path is locked by any
+// other vigil on the machine), explicit dry-run, and a rule that fires on
+// target with a dry-run action.
+func testConfig(t *testing.T, target string) string {
 	t.Helper()
-	const defaultPath = "path: /var/lib/vigil/journal.db"
-	def, err := os.ReadFile(filepath.Join("..", "agent", "config", "default.yaml"))
-	if err != nil || !bytes.Contains(def, []byte(defaultPath)) {
-		t.Logf("running vigil with its built-in config (no %q in agent/config/default.yaml: %v)", defaultPath, err)
-		return nil
-	}
 	dir := t.TempDir()
-	cfg := bytes.Replace(def, []byte(defaultPath), []byte("path: "+filepath.Join(dir, "journal.db")), 1)
-	path := filepath.Join(dir, "vigil.yaml")
-	if err := os.WriteFile(path, cfg, 0o644); err != nil {
+	rulesDir := filepath.Join(dir, "rules")
+	if err := os.Mkdir(rulesDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return []string{"--config", path}
+	rule := fmt.Sprintf(`rules:
+  - name: dashboards-test
+    description: the dashboards test cgroup holds memory
+    severity: warning
+    selector:
+      paths: [%q]
+    condition: usage_bytes > 1048576
+    for: 0s
+    actions:
+      - action: throttle-cpu
+        params: {cpus: 0.5}
+        timeout: 2s
+`, target)
+	if err := os.WriteFile(filepath.Join(rulesDir, "dashboards-test.yaml"), []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`rules:
+  dirs: [%q]
+remediation:
+  dry_run: true
+  opt_in: [%q]
+  journal:
+    path: %q
+`, rulesDir, target, filepath.Join(dir, "journal.db"))
+	path := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // buildVigil builds the vigil binary from the module root, or skips when the
@@ -156,4 +199,23 @@ func buildVigil(t *testing.T) string {
 		t.Skipf("vigil run has no --listen flag yet; `vigil run --help` says:\n%s", help)
 	}
 	return bin
+}
+
+// TestProvenByRemediationNamesRealQueries keeps the list above honest: each
+// entry names a query that exists and is marked MayBeEmpty.
+func TestProvenByRemediationNamesRealQueries(t *testing.T) {
+	found := map[string]bool{}
+	for _, q := range Queries() {
+		if provenByRemediation[queryKey(q)] {
+			found[queryKey(q)] = true
+			if q.MayBeEmpty == "" {
+				t.Errorf("%s is listed as proven by the remediation but must return data anyway", queryKey(q))
+			}
+		}
+	}
+	for k := range provenByRemediation {
+		if !found[k] {
+			t.Errorf("provenByRemediation names %q, which is no query", k)
+		}
+	}
 }
