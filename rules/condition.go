@@ -49,6 +49,9 @@ type Condition struct {
 // has no error source today; kept so both paths share one contract).
 var errNative = errors.New("condition evaluation error")
 
+// errNotCompiled is returned for a Condition that Load did not compile.
+var errNotCompiled = errors.New("condition was not compiled by rules.Load")
+
 // Target kinds of a rule.
 const (
 	TargetCgroup = "cgroup"
@@ -792,6 +795,9 @@ func (c *Condition) eval(ctx *evalContext) (bool, error) {
 			return false, nil
 		}
 		return false, errNative
+	}
+	if c.program == nil {
+		return false, errNotCompiled
 	}
 	out, _, err := c.program.Eval(ctx)
 	if err != nil {
