@@ -252,6 +252,10 @@ func TestMatch(t *testing.T) {
 		{"unit", map[string]string{"unit": "nginx.service"}, "/system.slice/nginx.service", true},
 		{"node-wide", map[string]string{"severity": "warning"}, "", true},
 		{"namespace alone is node-wide", map[string]string{"namespace": "shop"}, "", true},
+		{"this node", map[string]string{"node": "worker-1"}, "", true},
+		{"another node", map[string]string{"node": "worker-2"}, "", false},
+		{"another nodename", map[string]string{"nodename": "worker-2", "unit": "nginx.service"}, "", false},
+		{"this node and a unit", map[string]string{"nodename": "worker-1", "unit": "nginx.service"}, "/system.slice/nginx.service", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -259,7 +263,7 @@ func TestMatch(t *testing.T) {
 			for k, v := range tt.labels {
 				labels[k] = v
 			}
-			got := Match([]collectors.Alert{{Name: "A", Labels: labels}}, cgroups)
+			got := Match([]collectors.Alert{{Name: "A", Labels: labels}}, cgroups, "worker-1")
 			if kept := len(got) == 1; kept != tt.wantKept {
 				t.Fatalf("kept = %v, want %v", kept, tt.wantKept)
 			}

@@ -155,15 +155,23 @@ func toAlert(a *amAlert) collectors.Alert {
 	}
 }
 
-// Match maps each alert to a cgroup of this node by its labels, in order of
-// precedence: cgroup (a path), container_id, pod_uid, namespace+pod (the
-// pod's own cgroup, not a container's), unit. An alert with none of these
-// labels is node-wide (Target ""). An alert whose labels name a workload that
-// is not on this node is left out: Alertmanager may send cluster-wide alerts
-// to every node.
-func Match(alerts []collectors.Alert, cgroups []collectors.CgroupSample) []collectors.Alert {
+// nodeLabels name the node an alert is about, as Kubernetes (node) and
+// node_exporter (nodename) label it.
+var nodeLabels = []string{"node", "nodename"}
+
+// Match keeps the alerts that concern this node and maps each to a cgroup by
+// its labels, in order of precedence: cgroup (a path), container_id, pod_uid,
+// namespace+pod (the pod's own cgroup, not a container's), unit. An alert
+// with none of these labels is node-wide (Target ""). Alertmanager may send
+// cluster-wide alerts to every node, so an alert is left out when its node
+// or nodename label names another node than node (when node is not empty),
+// or when its labels name a workload that is not on this node.
+func Match(alerts []collectors.Alert, cgroups []collectors.CgroupSample, node string) []collectors.Alert {
 	out := make([]collectors.Alert, 0, len(alerts))
 	for _, a := range alerts {
+		if node != "" && !forNode(a.Labels, node) {
+			continue
+		}
 		target, targeted := matchTarget(a.Labels, cgroups)
 		if targeted && target == "" {
 			continue
@@ -172,6 +180,15 @@ func Match(alerts []collectors.Alert, cgroups []collectors.CgroupSample) []colle
 		out = append(out, a)
 	}
 	return out
+}
+
+func forNode(labels map[string]string, node string) bool {
+	for _, l := range nodeLabels {
+		if v := labels[l]; v != "" && v != node {
+			return false
+		}
+	}
+	return true
 }
 
 func matchTarget(labels map[string]string, cgroups []collectors.CgroupSample) (target string, targeted bool) {
