@@ -151,7 +151,7 @@ func setLimit(t *testing.T, g *cgtest.Group, value string) {
 }
 
 // TestAgentOnRealHost runs the real agent on this machine's cgroups with a
-// test cgroup holding 48 MiB under a 128 MiB limit.
+// test cgroup holding 48 MiB under a 512 MiB limit.
 func TestAgentOnRealHost(t *testing.T) { testAgentOnRealHost(t) }
 
 // TestV2AgentOnRealHost is the same on a real cgroup v2 kernel (microVM).
@@ -183,11 +183,14 @@ func loopbackUp(t *testing.T) {
 }
 
 func testAgentOnRealHost(t *testing.T) {
+	// The limit leaves room for the race detector's overhead in the
+	// allocator (a re-executed test binary).
+	const limit = 512 << 20
 	g := cgtest.New(t)
-	setLimit(t, g, strconv.Itoa(128<<20))
+	setLimit(t, g, strconv.Itoa(limit))
 
 	cfg := testConfig(t)
-	cfg.Events.ThresholdRatio = 0.25 // v1: a notification at 32 MiB
+	cfg.Events.ThresholdRatio = 0.0625 // v1: a notification at 32 MiB
 	// A rule on the test cgroup, opted in, in dry-run: collect → evaluate →
 	// remediate ends in a journaled dry-run remediation.
 	rulesDir := t.TempDir()
@@ -250,8 +253,8 @@ func testAgentOnRealHost(t *testing.T) {
 			v, _ := metricValue(body, "vigil_cgroup_memory_working_set_bytes", label)
 			return v >= 40<<20
 		})
-		if v, ok := metricValue(body, "vigil_cgroup_memory_limit_bytes", label); !ok || v != 128<<20 {
-			t.Errorf("limit of %s = %v (found %v), want %d", g.Path(), v, ok, 128<<20)
+		if v, ok := metricValue(body, "vigil_cgroup_memory_limit_bytes", label); !ok || v != limit {
+			t.Errorf("limit of %s = %v (found %v), want %d", g.Path(), v, ok, limit)
 		}
 		for _, name := range []string{"vigil_tick_duration_seconds_count", "vigil_cgroups_tracked", "vigil_build_info",
 			"vigil_ready", "vigil_tick_overruns_total", "vigil_node_memory_total_bytes", "go_goroutines", "process_resident_memory_bytes",
@@ -298,8 +301,8 @@ func testAgentOnRealHost(t *testing.T) {
 		if found == nil {
 			t.Fatalf("snapshot lacks %s", g.Path())
 		}
-		if found.Memory.UsageBytes < 40<<20 || found.Memory.MaxBytes != 128<<20 {
-			t.Errorf("%s usage %d max %d, want >= 40 MiB under 128 MiB", g.Path(), found.Memory.UsageBytes, found.Memory.MaxBytes)
+		if found.Memory.UsageBytes < 40<<20 || found.Memory.MaxBytes != limit {
+			t.Errorf("%s usage %d max %d, want >= 40 MiB under %d", g.Path(), found.Memory.UsageBytes, found.Memory.MaxBytes, limit)
 		}
 		if snap.Node.MemTotalBytes == 0 {
 			t.Errorf("node MemTotal = 0")

@@ -168,9 +168,9 @@ func TestCommandUsageErrors(t *testing.T) {
 
 func TestEveryCommandHasHelp(t *testing.T) {
 	for _, c := range Commands() {
-		code, _, errOut := runCmd(t, c.Name, "--help")
-		if code != 0 || !strings.Contains(errOut, "Usage: vigil "+c.Name) {
-			t.Errorf("vigil %s --help = %d %q", c.Name, code, errOut)
+		code, out, errOut := runCmd(t, c.Name, "--help")
+		if code != 0 || !strings.Contains(out+errOut, "Usage: vigil "+c.Name) {
+			t.Errorf("vigil %s --help = %d, stdout %q stderr %q", c.Name, code, out, errOut)
 		}
 		if c.Summary == "" {
 			t.Errorf("command %s has no summary", c.Name)
