@@ -231,6 +231,9 @@ func rulesReplay(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	sort.Strings(names)
 	for _, n := range names {
 		c := sum.byRule[n]
+		if c == nil {
+			c = &ruleCount{}
+		}
 		fmt.Fprintf(stdout, "  %-32s fired %d, resolved %d, targets %d\n", n, c.fired, c.resolved, len(c.targets))
 	}
 	return 0

@@ -27,6 +27,8 @@ const cliRule = `rules:
   actions:
   - action: reclaim
     params: {bytes: 64Mi}
+- name: quiet
+  condition: usage_ratio > 2
 `
 
 func TestRulesCheck(t *testing.T) {
@@ -35,7 +37,7 @@ func TestRulesCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, code := runRules(t, "check", dir)
-	if code != 0 || !strings.Contains(out, "OK, 1 rules in 1 files") || !strings.Contains(out, "actions reclaim") {
+	if code != 0 || !strings.Contains(out, "OK, 2 rules in 1 files") || !strings.Contains(out, "actions reclaim") {
 		t.Errorf("check good dir: code %d, output:\n%s", code, out)
 	}
 	bad := "rules:\n- name: full2\n  condition: usage_ratio >> 1\n  actions:\n  - action: reclaim\n    params: {bytes: lots}\n"
@@ -108,7 +110,8 @@ func TestRulesReplay(t *testing.T) {
 		"    usage_ratio = 0.95",
 		"    would run: reclaim",
 		"2026-11-25T12:00:40Z RESOLVED full",
-		"5 snapshots from 2026-11-25T12:00:00Z to 2026-11-25T12:00:40Z (40s), 1 rules",
+		"5 snapshots from 2026-11-25T12:00:00Z to 2026-11-25T12:00:40Z (40s), 2 rules",
+		"quiet                            fired 0, resolved 0, targets 0",
 		"full                             fired 1, resolved 1, targets 1",
 	} {
 		if !strings.Contains(out, want) {
