@@ -85,6 +85,8 @@ type Agent struct {
 	untracked      map[string]uint64 // cgroupfs reason -> count at the last discovery
 	scratchPaths   []string
 
+	ruleWatch *ruleDirWatch
+
 	enrichers []Enricher
 	onStop    []func()
 
@@ -286,6 +288,8 @@ func (a *Agent) protectSelf(cfg *config.Config) {
 func (a *Agent) loop(ctx context.Context) {
 	cfg := a.cfg.Load()
 	a.startWatcher(ctx, cfg)
+	a.watchRuleDirs(ctx, cfg.Rules.Dirs)
+	defer a.stopRuleWatch()
 	a.tick(time.Now(), nil)
 	ticker := time.NewTicker(cfg.Tick)
 	defer ticker.Stop()
@@ -637,6 +641,7 @@ func (a *Agent) applyReload(ctx context.Context) *config.Config {
 	if a.logLevel != nil {
 		a.logLevel.Set(ParseLevel(next.Log.Level))
 	}
+	a.watchRuleDirs(ctx, next.Rules.Dirs)
 	if next.Events != old.Events {
 		a.stopWatcher()
 		a.startWatcher(ctx, next)

@@ -343,6 +343,36 @@ func testAgentOnRealHost(t *testing.T) {
 		}
 	})
 
+	t.Run("a changed rules dir is reloaded", func(t *testing.T) {
+		loaded := func() float64 {
+			_, body := get(t, base+"/metrics")
+			v, _ := metricValue(body, "vigil_rules_loaded", "")
+			return v
+		}
+		before := loaded()
+		extra := "rules:\n- name: test-extra\n  condition: usage_ratio > 2\n"
+		if err := os.WriteFile(filepath.Join(rulesDir, "extra.yaml"), []byte(extra), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "the new rule file to be loaded", func() bool { return loaded() == before+1 })
+		// A broken file is rejected and the rules keep running.
+		if err := os.WriteFile(filepath.Join(rulesDir, "extra.yaml"), []byte("rules:\n- name: test-extra\n  condition: nope > 1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "the broken rule file to be rejected", func() bool {
+			_, body := get(t, base+"/metrics")
+			v, _ := metricValue(body, "vigil_rules_reload_success", "")
+			return v == 0
+		})
+		if got := loaded(); got != before+1 {
+			t.Errorf("vigil_rules_loaded = %v after a rejected reload, want %v", got, before+1)
+		}
+		if err := os.Remove(filepath.Join(rulesDir, "extra.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "the removed rule file to be unloaded", func() bool { return loaded() == before })
+	})
+
 	t.Run("reload", func(t *testing.T) {
 		before, _ := get(t, base+"/metrics")
 		_ = before

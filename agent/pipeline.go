@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"github.com/vigil-agent/vigil/remediate/journal"
 	"github.com/vigil-agent/vigil/rules"
 	"github.com/vigil-agent/vigil/rules/builtin"
+	"github.com/vigil-agent/vigil/rules/loader"
 )
 
 // engineStateKey is where the rule engine's state (pending, firing,
@@ -169,34 +168,19 @@ func (a *Agent) loadRules(cfg *config.Config) (*rules.RuleSet, error) {
 	return set, nil
 }
 
-// loadRuleSet compiles the shipped rules (rules.builtin) and every
-// *.yaml/*.yml file of rules.dirs (following symlinks, so a Kubernetes
-// ConfigMap's ..data swap works). No files: no rules.
+// loadRuleSet compiles the shipped rules (rules.builtin) and the rule
+// files of rules.dirs (*.yaml and *.yml, not *_test.yaml, following
+// symlinks so a Kubernetes ConfigMap's ..data swap works). No files: no
+// rules.
 func loadRuleSet(cfg *config.Config) (*rules.RuleSet, error) {
 	files := map[string][]byte{}
 	for _, dir := range cfg.Rules.Dirs {
-		entries, err := os.ReadDir(dir)
+		dirFiles, err := loader.ReadDir(dir)
 		if err != nil {
-			return nil, fmt.Errorf("rules: %w", err)
+			return nil, err
 		}
-		for _, e := range entries {
-			name := e.Name()
-			if strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
-				continue
-			}
-			file := filepath.Join(dir, name)
-			st, err := os.Stat(file)
-			if err != nil {
-				return nil, fmt.Errorf("rules: %w", err)
-			}
-			if st.IsDir() {
-				continue
-			}
-			b, err := os.ReadFile(file)
-			if err != nil {
-				return nil, fmt.Errorf("rules: %w", err)
-			}
-			files[file] = b
+		for name, b := range dirFiles {
+			files[name] = b
 		}
 	}
 	if cfg.Rules.Builtin {
