@@ -3,6 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -53,6 +58,42 @@ func TestUsageListsEveryCommand(t *testing.T) {
 	for _, name := range []string{"run", "snapshot", "check-config", "version", "record"} {
 		if agent.LookupCommand(name) == nil {
 			t.Errorf("command %s is not registered", name)
+		}
+	}
+}
+
+// TestStaticBuildWithVersion builds the real binary the way a release is
+// built (CGO_ENABLED=0, version set with -ldflags) and runs it.
+func TestStaticBuildWithVersion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	bin := filepath.Join(t.TempDir(), "vigil")
+	build := exec.Command(goBin, "build", "-o", bin,
+		"-ldflags", "-X github.com/vigil-agent/vigil/agent.version=v9.9.9-test", ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("vigil %v: %v\n%s", args, err, out)
+		}
+		if !strings.HasPrefix(string(out), "vigil v9.9.9-test (revision ") {
+			t.Errorf("vigil %v = %q, want the -ldflags version", args, out)
+		}
+	}
+	// The binary is static: no ELF interpreter.
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("binary has an ELF interpreter: not statically linked")
 		}
 	}
 }
