@@ -162,6 +162,9 @@ func RunFile(fsys fs.FS, name string, opts rules.LoadOptions) (*Result, error) {
 	}, opts)
 }
 
+// maxTicks bounds the ticks of one test (a day at 1s).
+var maxTicks = 86400
+
 // epoch is the time of a test's first tick.
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -316,6 +319,9 @@ func runTest(set *rules.RuleSet, td *testDoc, interval time.Duration) []string {
 		} else {
 			ticks = max(ticks, int(d/interval)+1)
 		}
+	}
+	if ticks > maxTicks {
+		failf("the test runs %d ticks; at most %d (raise the interval)", ticks, maxTicks)
 	}
 	if len(fails) > 0 {
 		return fails

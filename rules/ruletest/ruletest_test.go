@@ -209,3 +209,38 @@ func TestRunFromDisk(t *testing.T) {
 		t.Errorf("names %v", got)
 	}
 }
+
+func FuzzParseSeries(f *testing.F) {
+	for _, s := range []string{"1 2 3", "100Mi+10Mix50 700Mix80", "_x3 1e3-1x2", "max inf NaN -Inf", "0.5 0.95x3 0.5"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		pts, err := parseSeries(s)
+		if err == nil && len(pts) == 0 {
+			t.Fatalf("%q: no points and no error", s)
+		}
+	})
+}
+
+// FuzzRun feeds arbitrary test files (seeded with the shipped ones) to the
+// runner: it must report, never panic.
+func FuzzRun(f *testing.F) {
+	entries, _ := os.ReadDir("../builtin")
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), "_test.yaml") {
+			if b, err := os.ReadFile("../builtin/" + e.Name()); err == nil {
+				f.Add(b)
+			}
+		}
+	}
+	maxTicks = 500 // long runs find no new paths
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fsys := fstest.MapFS{"rules.yaml": {Data: []byte(ruleFile)}, "t.yaml": {Data: data}}
+		read := func(string) (string, []byte, error) { return "rules.yaml", []byte(ruleFile), nil }
+		res, err := run(data, "t.yaml", read, rules.LoadOptions{})
+		if err == nil && res == nil {
+			t.Fatal("nil result without error")
+		}
+		_ = fsys
+	})
+}
