@@ -57,4 +57,3 @@ func BenchmarkTick(b *testing.B) {
 		})
 	}
 }
-
