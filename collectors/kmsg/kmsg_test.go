@@ -57,6 +57,11 @@ func TestFixtures(t *testing.T) {
 			PID:        4040, Comm: "cgtest.test", TotalVMKiB: 1327664, AnonRSSKiB: 65024, FileRSSKiB: 2696, PgtablesKiB: 220,
 			InvokerComm: "cgtest.test", GFPMask: "0xcc0", MemcgUsageKiB: 65536, MemcgLimitKiB: 65536, MemcgFailcnt: 117,
 		}}},
+		{"v2-6.1-memcg.kmsg", []OOMEvent{{
+			Seq: 309, StartSeq: 275, Constraint: ConstraintMemcg, CgroupPath: "/vigil-test-f0e2f9a3", OOMMemcg: "/vigil-test-f0e2f9a3",
+			PID: 123, Comm: "pkg.test", TotalVMKiB: 1328768, AnonRSSKiB: 65048, FileRSSKiB: 2024, PgtablesKiB: 216,
+			InvokerComm: "pkg.test", GFPMask: "0xcc0", MemcgUsageKiB: 65536, MemcgLimitKiB: 65536, MemcgFailcnt: 50,
+		}}},
 		{"v1-5.2-memcg.kmsg", []OOMEvent{{
 			Seq: 90046, StartSeq: 90001, Constraint: ConstraintMemcg, CgroupPath: "/leaker", OOMMemcg: "/leaker",
 			PID: 23793, Comm: "leaker", TotalVMKiB: 2623712, AnonRSSKiB: 506500, FileRSSKiB: 1268,
