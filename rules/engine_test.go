@@ -8,8 +8,11 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-agent/vigil/collectors"
 )
@@ -427,4 +430,47 @@ func TestVerifyTargetGone(t *testing.T) {
 	if _, _, err := e.Verify(v, snapOf(), Target{Kind: TargetCgroup, Path: "/a"}); !errors.Is(err, ErrTargetGone) {
 		t.Errorf("Verify on a missing target: %v, want ErrTargetGone", err)
 	}
+}
+
+// TestConcurrentUse runs Evaluate, Verify, Swap, State and metric
+// collection at once (run with -race).
+func TestConcurrentUse(t *testing.T) {
+	rules := "rules:\n- name: r\n  condition: rate(working_set_bytes, \"30s\") > 0\n  actions:\n  - action: x\n    verify: deriv(working_set_bytes, \"30s\") <= 0\n"
+	set := mustLoad(t, rules)
+	e := NewEngine(set, EngineOptions{})
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				snap := snapOf(cg("/a", uint64(100+i), 1000))
+				snap.Time = t0.Add(time.Duration(i) * time.Second)
+				switch w {
+				case 0:
+					e.Verify(set.Rules[0].Actions[0].Verify, snap, Target{Kind: TargetCgroup, Path: "/a"})
+				case 1:
+					e.State()
+					ch := make(chan prometheus.Metric, 64)
+					e.Collector().Collect(ch)
+				case 2:
+					if i%50 == 0 {
+						e.Swap(mustLoad(t, rules))
+					}
+				}
+			}
+		}()
+	}
+	for i := 0; i < 300; i++ {
+		snap := snapOf(cg("/a", uint64(100+i), 1000))
+		e.Evaluate(snap, t0.Add(time.Duration(i)*time.Second))
+	}
+	close(done)
+	wg.Wait()
 }
