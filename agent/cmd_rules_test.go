@@ -128,3 +128,28 @@ func TestRulesReplay(t *testing.T) {
 		t.Errorf("corrupt stream: exit %d, output:\n%s", code, out)
 	}
 }
+
+// TestRecordThenReplay replays what `vigil record` writes: the two
+// commands agree on the stream format.
+func TestRecordThenReplay(t *testing.T) {
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "rec.jsonl")
+	var out, errb bytes.Buffer
+	if code := LookupCommand("record").Run(context.Background(),
+		[]string{"--out", rec, "--duration", "2500ms", "--tick", "500ms", "--host-root", "testdata/hostroot-v2"}, &out, &errb); code != 0 {
+		t.Fatalf("record: exit %d: %s", code, errb.String())
+	}
+	rule := "rules:\n- name: any-memory\n  condition: working_set_bytes > 0 && delta(stat.pgfault) >= 0\n  for: 1s\n- name: node-seen\n  target: node\n  condition: mem_total_bytes > 0\n"
+	if err := os.WriteFile(filepath.Join(dir, "r.yaml"), []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, code := runRules(t, "replay", "--rules", dir, rec)
+	if code != 0 {
+		t.Fatalf("replay: exit %d:\n%s", code, got)
+	}
+	for _, want := range []string{"FIRING   any-memory", "FIRING   node-seen", "node-seen                        fired 1, resolved 0, targets 1"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("replay output lacks %q:\n%s", want, got)
+		}
+	}
+}
