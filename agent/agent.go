@@ -251,10 +251,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopPipeline := a.pipeline.start(ctx, a)
 	a.loop(ctx)
 
-	// Drain: stop taking work, finish in-flight requests, stop watchers.
+	// Drain: the loop has stopped; stop notifications, finish in-flight
+	// requests (they may read the journal), then release what remediation
+	// holds and close the journal.
 	a.log.Info("vigil stopping")
+	a.SetNotReady("agent", "stopping")
 	a.stopWatcher()
-	stopPipeline()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
@@ -264,6 +266,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := <-serveDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.log.Warn("HTTP server", "err", err)
 	}
+	stopPipeline()
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-agent/vigil/agent/config"
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/remediate"
 	"github.com/vigil-agent/vigil/rules"
@@ -392,4 +393,49 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestFlagsOverrideConfig checks that only the flags given on the command
+// line override the file.
+func TestFlagsOverrideConfig(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "vigil.yaml")
+	if err := os.WriteFile(file, []byte("tick: 2s\ndiscovery_interval: 20s\nlisten: 127.0.0.1:1234\nlog:\n  level: warn\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args  []string
+		check func(t *testing.T, c *config.Config)
+	}{
+		{[]string{"--config", file}, func(t *testing.T, c *config.Config) {
+			if c.Tick != 2*time.Second || c.Listen != "127.0.0.1:1234" || c.Log.Level != "warn" || c.HostRoot != "/" {
+				t.Errorf("file values not kept: %+v", c)
+			}
+		}},
+		{[]string{"--config", file, "--tick", "500ms", "--listen", "127.0.0.1:9999", "--dry-run=false", "--log-level", "debug"}, func(t *testing.T, c *config.Config) {
+			if c.Tick != 500*time.Millisecond || c.Listen != "127.0.0.1:9999" || c.Remediation.DryRun || c.Log.Level != "debug" {
+				t.Errorf("flags did not override: %+v", c)
+			}
+			if c.DiscoveryInterval != 20*time.Second {
+				t.Errorf("discovery_interval = %v, want the file's 20s", c.DiscoveryInterval)
+			}
+		}},
+		{[]string{"--host-root", "testdata/hostroot-v2"}, func(t *testing.T, c *config.Config) {
+			want, _ := filepath.Abs("testdata/hostroot-v2")
+			if c.HostRoot != want || c.Tick != time.Second {
+				t.Errorf("host_root %q tick %v, want %q and the default 1s", c.HostRoot, c.Tick, want)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		fs := NewFlagSet("run", "", io.Discard)
+		flags := addConfigFlags(fs, true)
+		if err := fs.Parse(tt.args); err != nil {
+			t.Fatal(err)
+		}
+		c, err := flags.load()
+		if err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		tt.check(t, c)
+	}
 }
