@@ -227,8 +227,8 @@ func testSweepRealCgroup(t *testing.T) {
 	if got, want := uint64(s.Derived.HeadroomBytes), 256*mib-ws; got != want {
 		t.Errorf("headroom %d, want %d", got, want)
 	}
-	if r := s.Derived.UsageRatio; r < 0.3 || r > 0.5 {
-		t.Errorf("usage ratio %v, want ~%v", r, float64(totalMiB)/256)
+	if got, want := s.Derived.UsageRatio, float64(ws)/float64(256*mib); math.Abs(got-want) > 1e-12 || got <= 0 {
+		t.Errorf("usage ratio %v, want working set / effective limit = %v", got, want)
 	}
 	if s.Identity.Kind != "cgroup" {
 		t.Errorf("identity %+v", s.Identity)
@@ -523,5 +523,60 @@ func TestCrossCheckContainerdV1(t *testing.T) {
 	}
 	if got, want := s.Stat.Pgfault, mem.GetTotalPgFault(); got < want {
 		t.Errorf("total_pgfault: vigil %d read after containerd's %d", got, want)
+	}
+}
+
+// TestConcurrentUse drives Sweep, SweepPaths, Discover and Stats from
+// several goroutines while cgroups come and go (run with -race).
+func TestConcurrentUse(t *testing.T) {
+	g := cgtest.New(t)
+	for i := range 40 {
+		g.Child(t, "c"+strconv.Itoa(i))
+	}
+	c := newCollector(t, g, Options{Workers: 2})
+	stop := make(chan struct{})
+	done := make(chan error, 4)
+	loop := func(f func() error) {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				if err := f(); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+	}
+	var full, part collectors.Snapshot
+	loop(func() error { return c.Sweep(time.Now(), &full) })
+	loop(func() error { return c.SweepPaths(time.Now(), []string{g.Path() + "/c1", g.Path() + "/churn"}, &part) })
+	loop(func() error { _, _, err := c.Discover(); return err })
+	loop(func() error { c.Stats(); return nil })
+	for i := range 20 {
+		dir := filepath.Join(g.Dir("memory"), "churn")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(i%3) * time.Millisecond)
+		if err := os.Remove(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	st := c.Stats()
+	for _, r := range []string{ReasonOpen, ReasonRead, ReasonParse, ReasonWalk} {
+		if st.Errors[r] != 0 {
+			t.Errorf("Stats().Errors[%s] = %d with cgroups coming and going, want 0", r, st.Errors[r])
+		}
 	}
 }

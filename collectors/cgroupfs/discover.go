@@ -282,13 +282,26 @@ func (c *Collector) walkDir(fd, depth int) error {
 			cfd, err := openat(fd, &buf[nameAt], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 			if err != nil {
 				if !isVanished(err) {
-					c.disc.walkErrs++
+					c.unlisted(w.rel, err)
 				}
 				continue
 			}
 			if err := c.walkDir(cfd, depth+1); err != nil {
-				c.disc.walkErrs++
+				c.unlisted(w.rel, err)
 			}
+		}
+	}
+}
+
+// unlisted keeps tracking what is below a directory that could not be
+// listed: a transient error must not make its cgroups look removed.
+func (c *Collector) unlisted(rel []byte, err error) {
+	c.disc.walkErrs++
+	c.log.Warn("cannot list cgroup directory", "target", string(rel), "err", err)
+	prefix := string(rel) + "/"
+	for p, cg := range c.byPath {
+		if strings.HasPrefix(p, prefix) {
+			cg.gen = c.gen
 		}
 	}
 }
