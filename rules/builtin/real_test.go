@@ -10,6 +10,7 @@ import (
 	"github.com/vigil-agent/vigil/rules"
 	"github.com/vigil-agent/vigil/rules/builtin"
 	"github.com/vigil-agent/vigil/test/cgtest"
+	vmtest "github.com/vigil-agent/vigil/test/vm"
 )
 
 func TestMain(m *testing.M) { cgtest.Main(m) }
@@ -22,13 +23,29 @@ func TestMain(m *testing.M) { cgtest.Main(m) }
 // process reaches the limit, and only for the opted-in cgroup.
 func TestLeakRuleOnRealCgroup(t *testing.T) {
 	if cgtest.Version() != 1 {
-		t.Skip("runs on the host's cgroup v1 hierarchy")
+		t.Skip("the v1 host test; TestV2LeakRuleOnRealCgroup covers v2")
 	}
+	leakRuleOnRealCgroup(t)
+}
+
+// TestCgroupV2VM runs the TestV2 tests inside the cgroup v2 microVM.
+func TestCgroupV2VM(t *testing.T) { vmtest.Run(t, "^TestV2") }
+
+func TestV2LeakRuleOnRealCgroup(t *testing.T) {
+	vmtest.RequireGuest(t)
+	leakRuleOnRealCgroup(t)
+}
+
+func leakRuleOnRealCgroup(t *testing.T) {
 	parent := cgtest.New(t, "memory")
 	leaky := parent.Child(t, "leaky")
 	quiet := parent.Child(t, "quiet")
 	for _, g := range []*cgtest.Group{leaky, quiet} {
-		g.Write(t, "memory", "memory.limit_in_bytes", "268435456") // 256 MiB
+		if g.Version == 2 {
+			g.Write(t, "", "memory.max", "268435456") // 256 MiB
+		} else {
+			g.Write(t, "memory", "memory.limit_in_bytes", "268435456")
+		}
 	}
 	set, err := builtin.Load(rules.LoadOptions{})
 	if err != nil {
@@ -48,7 +65,7 @@ func TestLeakRuleOnRealCgroup(t *testing.T) {
 
 	var snap collectors.Snapshot
 	virtual := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second) // TCG in the VM is slow
 	for time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 		if _, _, err := col.Discover(); err != nil {
