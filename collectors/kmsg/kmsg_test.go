@@ -391,3 +391,17 @@ func fixtureLinesF(f *testing.F, file string) []string {
 	}
 	return strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 }
+
+// TestIdentityAttribution: a kill in a kubepods container cgroup names the
+// pod and the container.
+func TestIdentityAttribution(t *testing.T) {
+	got, _ := readAll(t, filepath.Join("testdata", "v1-4.18-el8-memcg.kmsg"), Options{})
+	if len(got) != 1 {
+		t.Fatalf("%d events", len(got))
+	}
+	id := got[0].Identity
+	if id.Kind != "container" || id.QoS != "burstable" || id.PodUID != "d63c4bbe-5f18-11ec-bdcd-d094668d7dd6" ||
+		id.ContainerID != "083afd1a06b8b612ab5d974e12200d7fd1d35be6a44f0e368179399ef6c6e84d" || id.Runtime != "docker" {
+		t.Errorf("identity %+v", id)
+	}
+}

@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/collectors/identity"
 )
 
 // Constraint values of the oom-kill line.
@@ -35,6 +38,9 @@ type OOMEvent struct {
 	// CgroupPath is the memory cgroup of the killed task (task_memcg), as a
 	// path relative to the hierarchy root ("/kubepods/burstable/pod.../<id>").
 	CgroupPath string `json:"cgroup_path"`
+	// Identity is what CgroupPath names (pod, container, unit), from the
+	// path alone; names and labels come later from the Kubernetes API.
+	Identity collectors.Identity `json:"identity"`
 	// OOMMemcg is the cgroup whose limit was hit (oom_memcg; "/" when global).
 	OOMMemcg    string `json:"oom_memcg,omitempty"`
 	Nodemask    string `json:"nodemask,omitempty"`
@@ -218,6 +224,11 @@ func (a *assembler) kill(r Record, msg string, m []string) OOMEvent {
 	if len(ev.Report) < maxReportLines {
 		ev.Report = append(ev.Report, msg)
 	}
+	attributed := ev.CgroupPath
+	if attributed == "" {
+		attributed = ev.OOMMemcg
+	}
+	ev.Identity = identity.FromPath(attributed)
 	last := ev
 	a.last = &last
 	return ev
