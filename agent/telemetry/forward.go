@@ -217,10 +217,9 @@ func NewForwarder(cfg ForwarderConfig, metrics *ForwardMetrics, log *slog.Logger
 		RetryWait:    int(cfg.RetryWait / time.Millisecond),
 		MaxRetryWait: int(cfg.MaxRetryWait / time.Millisecond),
 		MaxRetry:     cfg.MaxRetries,
-		Async:        true,
-		// Connect in the background: a dead endpoint at start must not
-		// delay the agent.
-		AsyncConnect: true,
+		// Async also connects in the background: a dead endpoint at start
+		// must not delay the agent.
+		Async: true,
 		// Close must not wait for a dead endpoint; what is still queued
 		// is counted as dropped (shutdown).
 		ForceStopAsyncSend:  true,
