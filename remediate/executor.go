@@ -671,13 +671,11 @@ func actionName(r Releaser) string {
 func (x *Executor) note(id, detail string) {
 	x.mu.Lock()
 	tr := x.tracked[id]
-	var l *ladder
-	for _, cand := range x.ladders {
-		if cand.id == id {
-			l = cand
+	for _, l := range x.ladders {
+		if l.id != id {
+			continue
 		}
-	}
-	if l != nil {
+		tr = l.tr
 		for i, h := range l.held {
 			if _, ok := h.r.(*ThrottleMemory); ok {
 				l.held = append(l.held[:i], l.held[i+1:]...)
@@ -686,12 +684,19 @@ func (x *Executor) note(id, detail string) {
 		}
 	}
 	x.mu.Unlock()
+	step := journal.Step{Action: ActionThrottleMemory + ":release", Intent: time.Now(), Finished: time.Now(), Result: "released", Detail: detail}
 	if tr == nil {
-		return
+		// The record is no longer tracked: append to the stored one.
+		rec, err := x.j.Get(id)
+		if err != nil {
+			x.log.Error("journal: cannot note a release", "remediation_id", id, "err", err)
+			return
+		}
+		tr = &tracked{rec: rec}
 	}
 	tr.mu.Lock()
-	tr.rec.Steps = append(tr.rec.Steps, journal.Step{Index: len(tr.rec.Steps), Action: ActionThrottleMemory + ":release",
-		Intent: time.Now(), Finished: time.Now(), Result: "released", Detail: detail})
+	step.Index = len(tr.rec.Steps)
+	tr.rec.Steps = append(tr.rec.Steps, step)
 	x.put(tr)
 	tr.mu.Unlock()
 }

@@ -203,7 +203,7 @@ func (t *ThrottleMemory) Do(_ context.Context, req Request) (Result, error) {
 			} else {
 				msg += "; memory.high restored to " + o
 			}
-			req.Log.Warn("throttle-memory released", "remediation_id", req.RemediationID, "target", req.Target.Key(), "reason", msg)
+			req.Log.Warn("throttle-memory released on its own", "reason", msg)
 			if t.notify != nil {
 				t.notify(req.RemediationID, msg)
 			}

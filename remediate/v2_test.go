@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -173,4 +174,71 @@ func TestV2Actions(t *testing.T) {
 			t.Errorf("outcome %s detail %q, want terminated, 3 processes", r.Outcome, r.Steps[0].Detail)
 		}
 	})
+}
+
+// TestV2ThrottleWatchdogReleasesOnLivelock: a leak throttled at memory.high
+// with nothing reclaimable stalls its tasks fully (memory.pressure full);
+// the watchdog releases memory.high at once when that lasts livelock_for,
+// and the kernel's OOM killer, not a livelock, ends it. The journal shows
+// the release and the outcome oom_killed.
+func TestV2ThrottleWatchdogReleasesOnLivelock(t *testing.T) {
+	vmtest.RequireGuest(t)
+	g := cgtest.New(t)
+	g.Write(t, "", "memory.max", "64M")
+	cmd := g.Allocator(cgtest.AllocSpec{TotalMiB: 200, StepMiB: 1, Interval: 100 * time.Millisecond})
+	cgtest.Start(t, cmd)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	j := openJournal(t)
+	// One measurement, late enough to see the OOM kill the release lets
+	// happen (the kill must be on this record, not a separate miss).
+	x := newExecutor(t, Config{Safety: acting(g), Resolver: locate(g), Measure: []time.Duration{20 * time.Second}}, j, nil)
+	smp := newSampler()
+	steps := []rules.ActionStep{{Action: ActionThrottleMemory, Params: map[string]any{"interval": "500ms", "livelock_full": 20, "livelock_for": "2s", "min_bytes": "8Mi", "max_margin": 0.35}}}
+	start := time.Now()
+	var maxFull float64
+	for alive := true; alive && time.Since(start) < 60*time.Second; {
+		snap := smp.snap(t, g)
+		x.Observe(snap)
+		if len(snap.Cgroups) == 1 {
+			maxFull = max(maxFull, snap.Cgroups[0].Pressure.Full.Avg10)
+			if snap.Cgroups[0].Derived.UsageRatio >= 0.5 {
+				x.Handle([]rules.Finding{finding("livelock", g, rules.Firing, steps...)})
+			}
+		}
+		select {
+		case <-done:
+			alive = false
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	eventually(t, 5*time.Second, fmt.Sprintf("watchdog release journaled (max full avg10 %.1f%%)", maxFull), func() bool {
+		r, ok := lookup(j, "livelock")
+		return ok && len(r.Steps) == 2
+	})
+	released := time.Since(start)
+	r := record(t, j, "livelock")
+	if s := r.Steps[1]; s.Action != "throttle-memory:release" || !strings.Contains(s.Detail, "watchdog") || !strings.Contains(s.Detail, "restored to max") {
+		t.Errorf("release step %+v", s)
+	}
+	if high := g.Read(t, "", "memory.high"); high != "max" {
+		t.Errorf("memory.high = %s after the watchdog, want max", high)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("allocator alive 30s after the watchdog released memory.high")
+	}
+	eventually(t, 30*time.Second, "outcome", func() bool {
+		x.Observe(smp.snap(t, g))
+		r, ok := lookup(j, "livelock")
+		return ok && r.Done
+	})
+	if r := record(t, j, "livelock"); r.Outcome != journal.OutcomeOOMKilled || r.Measurements[0].OOMKillsSince == 0 {
+		t.Errorf("outcome %s %+v, want %s", r.Outcome, r.Measurements, journal.OutcomeOOMKilled)
+	}
+	if misses, _ := j.List(journal.Filter{Kind: journal.KindOOMMiss}); len(misses) != 0 {
+		t.Errorf("the OOM kill was also journaled as a separate miss: %+v", misses)
+	}
+	t.Logf("allocator gone %s after start (max full avg10 %.1f%%): %s", released.Round(time.Millisecond), maxFull, r.Steps[1].Detail)
 }
