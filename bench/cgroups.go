@@ -46,15 +46,32 @@ type farm struct {
 	procs []*exec.Cmd
 }
 
+// randomName is vigil-bench-<our pid>-<random>: the pid tells a later run
+// whether the group's creator is still alive.
 func randomName() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	return "vigil-bench-" + hex.EncodeToString(b)
+	return fmt.Sprintf("vigil-bench-%d-%s", os.Getpid(), hex.EncodeToString(b))
+}
+
+// staleGroup reports whether a vigil-bench-<pid>-<random> group was left
+// by a bench process that is gone (another bench run may be in progress).
+func staleGroup(name string) bool {
+	parts := strings.Split(name, "-")
+	if len(parts) != 4 {
+		return false
+	}
+	pid, err := strconv.Atoi(parts[2])
+	if err != nil || pid == os.Getpid() {
+		return false
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return err != nil || len(comm) == 0
 }
 
 // newFarm creates the parent group. Stale vigil-bench-* groups a killed run
 // left behind under our own cgroup are removed first (only this command
-// creates that name).
+// creates that name; groups of a bench process still alive are left).
 func newFarm() (*farm, error) {
 	own, err := ownMemoryCgroup()
 	if err != nil {
@@ -63,7 +80,9 @@ func newFarm() (*farm, error) {
 	ownDir := filepath.Join(memRoot, own)
 	stale, _ := filepath.Glob(filepath.Join(ownDir, "vigil-bench-*"))
 	for _, d := range stale {
-		_ = removeTree(d)
+		if staleGroup(filepath.Base(d)) {
+			_ = removeTree(d)
+		}
 	}
 	f := &farm{Rel: filepath.Join(own, randomName())}
 	f.Dir = filepath.Join(memRoot, f.Rel)

@@ -46,7 +46,7 @@ type PeerResult struct {
 	Series        int     `json:"series"`
 	BodyBytes     int     `json:"body_bytes"`
 	StartupMillis float64 `json:"startup_ms"` // start to first good scrape
-	Seconds       float64 `json:"seconds"`   // measured window
+	Seconds       float64 `json:"seconds"`    // measured window
 }
 
 // SideBySideReport is the whole run.
@@ -55,6 +55,15 @@ type SideBySideReport struct {
 	Duration string       `json:"duration"`
 	Results  []PeerResult `json:"results"`
 	Skipped  []string     `json:"skipped,omitempty"`
+	// LoadAvg is /proc/loadavg at the start and the end: other work on
+	// the machine shows in scrape latencies (CPU time is what it disturbs
+	// least).
+	LoadAvg []string `json:"loadavg"`
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
 }
 
 func cmdSideBySide(ctx context.Context, log *slog.Logger, args []string, stdout io.Writer) error {
@@ -108,7 +117,8 @@ func SideBySide(ctx context.Context, log *slog.Logger, opts SideBySideOptions) (
 		}
 		defer os.RemoveAll(work)
 	}
-	rep := &SideBySideReport{Started: time.Now().UTC(), Duration: opts.Duration.String()}
+	rep := &SideBySideReport{Started: time.Now().UTC(), Duration: opts.Duration.String(), LoadAvg: []string{loadAvg()}}
+	defer func() { rep.LoadAvg = append(rep.LoadAvg, loadAvg()) }()
 
 	// Resolve the binaries first: a missing build fails before any cgroup.
 	specs := map[string]peer{}
@@ -340,6 +350,7 @@ func writeSideBySide(w io.Writer, rep *SideBySideReport) {
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprintf(w, "Load average (1/5/15 min) at start and end: %s\n\n", strings.Join(rep.LoadAvg, " → "))
 	for _, s := range rep.Skipped {
 		fmt.Fprintf(w, "- skipped %s\n", s)
 	}
