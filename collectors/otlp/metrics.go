@@ -1,0 +1,37 @@
+package otlp
+
+import "github.com/prometheus/client_golang/prometheus"
+
+var (
+	redLabels   = []string{"service", "namespace", "pod", "container"}
+	descRate    = prometheus.NewDesc("vigil_service_requests_per_second", "Requests per second of the service over the RED window (from received OTLP spans).", redLabels, nil)
+	descErrors  = prometheus.NewDesc("vigil_service_error_ratio", "Share of the service's requests that failed over the RED window.", redLabels, nil)
+	descP99     = prometheus.NewDesc("vigil_service_latency_p99_seconds", "99th percentile request latency of the service over the RED window.", redLabels, nil)
+	descSpans   = prometheus.NewDesc("vigil_otlp_spans_received_total", "Spans received by the OTLP receiver.", nil, nil)
+	descFwd     = prometheus.NewDesc("vigil_otlp_forwarded_requests_total", "OTLP requests forwarded to the configured collector.", nil, nil)
+	descFwdDrop = prometheus.NewDesc("vigil_otlp_forward_dropped_total", "OTLP requests not forwarded, by reason (queue_full: dropped at once or at shutdown; send_failed: retries exhausted).", []string{"reason"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (r *Receiver) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRate, descErrors, descP99, descSpans, descFwd, descFwdDrop} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (r *Receiver) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range r.RED() {
+		l := []string{s.Service, s.Namespace, s.Pod, s.Container}
+		ch <- prometheus.MustNewConstMetric(descRate, prometheus.GaugeValue, s.RequestsPerSecond, l...)
+		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.GaugeValue, s.ErrorRatio, l...)
+		ch <- prometheus.MustNewConstMetric(descP99, prometheus.GaugeValue, s.P99LatencySeconds, l...)
+	}
+	st := r.Stats()
+	ch <- prometheus.MustNewConstMetric(descSpans, prometheus.CounterValue, float64(st.Spans))
+	ch <- prometheus.MustNewConstMetric(descFwd, prometheus.CounterValue, float64(st.Forwarded))
+	ch <- prometheus.MustNewConstMetric(descFwdDrop, prometheus.CounterValue, float64(st.ForwardDropped), "queue_full")
+	ch <- prometheus.MustNewConstMetric(descFwdDrop, prometheus.CounterValue, float64(st.ForwardFailed), "send_failed")
+}
+
+var _ prometheus.Collector = (*Receiver)(nil)
