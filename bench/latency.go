@@ -23,19 +23,26 @@ import (
 )
 
 // helperEnv marks a re-executed bench binary that must act as the crossing
-// helper; its value is "<memory.usage_in_bytes file>:<threshold bytes>".
+// helper; its value is "<memory.usage_in_bytes file>:<threshold>:<overshoot>"
+// (bytes).
 const helperEnv = "VIGIL_BENCH_HELPER"
 
 // runHelper waits for a line on stdin, then touches memory page by page
-// until its cgroup's usage is 4 MiB past the threshold, rereading usage
+// until its cgroup's usage is overshoot bytes past the threshold, rereading usage
 // every 16 pages so it notices the crossing within microseconds of its own
 // charge; it prints the wall-clock time (Unix ns) of the first read at or
 // above the threshold ("never" if none), then holds its memory until stdin
 // closes.
 func runHelper(spec string) int {
-	file, thr, ok := strings.Cut(spec, ":")
-	threshold, err := strconv.ParseUint(thr, 10, 64)
-	if !ok || err != nil {
+	parts := strings.Split(spec, ":")
+	if len(parts) != 3 {
+		fmt.Fprintln(os.Stderr, "bench helper: bad spec", spec)
+		return 2
+	}
+	file := parts[0]
+	threshold, err1 := strconv.ParseUint(parts[1], 10, 64)
+	overshoot, err2 := strconv.ParseUint(parts[2], 10, 64)
+	if err1 != nil || err2 != nil {
 		fmt.Fprintln(os.Stderr, "bench helper: bad spec", spec)
 		return 2
 	}
@@ -60,7 +67,7 @@ func runHelper(spec string) int {
 		_, _ = io.Copy(io.Discard, in)
 		return 0
 	}
-	mem := make([]byte, threshold-start+4<<20)
+	mem := make([]byte, threshold-start+overshoot)
 	const page, checkEvery = 4096, 16
 	crossed := false
 	for i := 0; i < len(mem); i += page {
@@ -316,7 +323,10 @@ func runTrial(ctx context.Context, self, parentDir, parentRel, name string, o La
 	threshold := uint64(o.Ratio * float64(o.Limit))
 	usageFile := filepath.Join(dir, "memory.usage_in_bytes")
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s:%d", helperEnv, usageFile, threshold))
+	// Past the threshold by half the remaining headroom: far enough for the
+	// working set check, never near the limit (no reclaim, no OOM kill).
+	overshoot := min(4<<20, (o.Limit-threshold)/2)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s:%d:%d", helperEnv, usageFile, threshold, overshoot))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
