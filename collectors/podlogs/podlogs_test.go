@@ -158,6 +158,7 @@ func TestPatternsAndPartialLines(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Counts() =\n%+v\nwant\n%+v", got, want)
 	}
+	// Files are read in path order: app before proxy.
 	if len(c.matches) != 3 || c.matches[0].Message != `Exception in thread "main" java.lang.OutOfMemoryError: Java heap space` || c.matches[0].Stream != Stderr {
 		t.Errorf("matches %+v", c.matches)
 	}

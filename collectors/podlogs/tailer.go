@@ -243,7 +243,14 @@ func (t *Tailer) Poll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for ino, f := range t.files {
+	// In path order, so that matches come out in a stable order.
+	order := make([]*tracked, 0, len(t.files))
+	for _, f := range t.files {
+		order = append(order, f)
+	}
+	sort.Slice(order, func(i, j int) bool { return order[i].path < order[j].path })
+	for _, f := range order {
+		ino := f.inode
 		if ctx.Err() != nil {
 			break
 		}
