@@ -29,6 +29,7 @@ import (
 	"github.com/vigil-agent/vigil/agent/config"
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/events"
+	"github.com/vigil-agent/vigil/collectors/node"
 )
 
 // Options configure an Agent.
@@ -67,6 +68,7 @@ type Agent struct {
 	sampler  *sampler
 	pipeline pipeline
 
+	facts    atomic.Pointer[node.Facts]
 	reloadCh chan struct{}
 	started  chan struct{}
 	addr     atomic.Pointer[string]
@@ -218,6 +220,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Warn("closing collectors", "err", err)
 		}
 	}()
+	factsCtx, cancelFacts := context.WithTimeout(ctx, 5*time.Second)
+	if facts, err := s.node.Facts(factsCtx); err != nil {
+		a.log.Warn("host facts unavailable", "err", err)
+	} else {
+		a.facts.Store(&facts)
+		a.log.Info("host", "hostname", facts.Hostname, "kernel", facts.KernelVersion, "platform", facts.Platform+" "+facts.PlatformVersion,
+			"cpus", facts.CPUs, "mem_total_bytes", facts.MemTotalBytes, "virtualization", facts.Virtualization)
+	}
+	cancelFacts()
 	h := s.hierarchy()
 	a.log.Info("vigil starting", "version", a.info.Version, "revision", a.info.Revision,
 		"cgroup_mode", h.Mode, "cgroup_version", h.Version, "memory_root", h.MemoryRoot,

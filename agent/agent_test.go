@@ -20,6 +20,7 @@ import (
 
 	"github.com/vigil-agent/vigil/agent/config"
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/collectors/node"
 	"github.com/vigil-agent/vigil/remediate"
 	"github.com/vigil-agent/vigil/remediate/journal"
 	"github.com/vigil-agent/vigil/test/cgtest"
@@ -306,6 +307,20 @@ func testAgentOnRealHost(t *testing.T) {
 		}
 		if snap.Node.MemTotalBytes == 0 {
 			t.Errorf("node MemTotal = 0")
+		}
+		// ?cgroup= keeps the cgroup and its descendants only.
+		code, body = get(t, base+"/api/v1/snapshot?cgroup="+g.Path())
+		var only collectors.Snapshot
+		if err := json.Unmarshal(body, &only); err != nil || code != http.StatusOK {
+			t.Fatalf("/api/v1/snapshot?cgroup= = %d %v", code, err)
+		}
+		if len(only.Cgroups) != 1 || only.Cgroups[0].Path != g.Path() {
+			t.Errorf("filtered snapshot has %d cgroups, want only %s", len(only.Cgroups), g.Path())
+		}
+		code, body = get(t, base+"/api/v1/node")
+		var facts node.Facts
+		if err := json.Unmarshal(body, &facts); err != nil || code != http.StatusOK || facts.KernelVersion == "" || facts.CPUs == 0 {
+			t.Errorf("/api/v1/node = %d %s (%v)", code, body, err)
 		}
 	})
 

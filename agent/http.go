@@ -57,12 +57,20 @@ func (a *Agent) routes() {
 	a.mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.info)
 	})
+	a.mux.HandleFunc("GET /api/v1/node", func(w http.ResponseWriter, r *http.Request) {
+		facts := a.facts.Load()
+		if facts == nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "host facts not read yet"})
+			return
+		}
+		writeJSON(w, http.StatusOK, facts)
+	})
 	a.mux.HandleFunc("GET /{$}", a.serveIndex)
 }
 
 func (a *Agent) serveIndex(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write([]byte("vigil " + a.info.Version + "\n\n/metrics\n/healthz\n/readyz\n/api/v1/snapshot\n/api/v1/version\n"))
+	w.Write([]byte("vigil " + a.info.Version + "\n\n/metrics\n/healthz\n/readyz\n/api/v1/snapshot\n/api/v1/node\n/api/v1/version\n"))
 }
 
 // readyStatus is the JSON body of /readyz.
@@ -101,18 +109,32 @@ func (a *Agent) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte(b.String()))
 }
 
-// serveSnapshot writes the latest full snapshot as JSON. It encodes into
-// memory under the read hold and writes to the client after release, so a
-// slow client never delays the loop.
+// serveSnapshot writes the latest full snapshot as JSON; ?cgroup=/a/b
+// keeps only that cgroup and its descendants. It encodes into memory under
+// the read hold and writes to the client after release, so a slow client
+// never delays the loop.
 func (a *Agent) serveSnapshot(w http.ResponseWriter, r *http.Request) {
+	prefix := r.URL.Query().Get("cgroup")
 	snap, release := a.snaps.Acquire()
 	if snap == nil {
 		release()
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no snapshot yet"})
 		return
 	}
+	out := snap
+	if prefix != "" {
+		filtered := *snap
+		filtered.Cgroups = nil
+		for i := range snap.Cgroups {
+			p := snap.Cgroups[i].Path
+			if p == prefix || prefix == "/" || strings.HasPrefix(p, strings.TrimSuffix(prefix, "/")+"/") {
+				filtered.Cgroups = append(filtered.Cgroups, snap.Cgroups[i])
+			}
+		}
+		out = &filtered
+	}
 	var buf bytes.Buffer
-	err := json.NewEncoder(&buf).Encode(snap)
+	err := json.NewEncoder(&buf).Encode(out)
 	release()
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
