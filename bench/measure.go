@@ -93,26 +93,51 @@ const promAccept = "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"
 // scrape returns the latency, the number of series (sample lines) and the
 // uncompressed size.
 func (s *scraper) scrape(ctx context.Context) (time.Duration, int, int, error) {
+	lat, series, body, err := s.scrapeBody(ctx)
+	return lat, series, len(body), err
+}
+
+// sampleValue returns the value of the first sample line named name
+// (without labels) in a text exposition.
+func sampleValue(body []byte, name string) (float64, bool) {
+	prefix := []byte(name + " ")
+	for len(body) > 0 {
+		i := bytes.IndexByte(body, '\n')
+		var line []byte
+		if i < 0 {
+			line, body = body, nil
+		} else {
+			line, body = body[:i], body[i+1:]
+		}
+		if bytes.HasPrefix(line, prefix) {
+			v, err := strconv.ParseFloat(strings.TrimSpace(string(line[len(prefix):])), 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
+
+func (s *scraper) scrapeBody(ctx context.Context) (time.Duration, int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, nil, err
 	}
 	req.Header.Set("Accept", promAccept)
 	start := time.Now()
 	resp, err := s.client.Do(req) // the transport adds Accept-Encoding: gzip and inflates
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, nil, err
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	lat := time.Since(start)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, 0, fmt.Errorf("GET %s: %s", s.url, resp.Status)
+		return 0, 0, nil, fmt.Errorf("GET %s: %s", s.url, resp.Status)
 	}
-	return lat, countSeries(body), len(body), nil
+	return lat, countSeries(body), body, nil
 }
 
 // countSeries counts sample lines of the text exposition format.

@@ -47,6 +47,11 @@ type PeerResult struct {
 	BodyBytes     int     `json:"body_bytes"`
 	StartupMillis float64 `json:"startup_ms"` // start to first good scrape
 	Seconds       float64 `json:"seconds"`    // measured window
+	// vigil only: mean tick duration over the window (sweep + rules +
+	// remediation bookkeeping) from vigil_tick_duration_seconds, and the
+	// cgroups it tracked (every cgroup of the host, not only the bench's).
+	TickMeanMillis float64 `json:"tick_mean_ms,omitempty"`
+	Tracked        int     `json:"cgroups_tracked,omitempty"`
 }
 
 // SideBySideReport is the whole run.
@@ -256,6 +261,8 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 		cpu0      uint64
 		t0        time.Time
 		haveStart bool
+		tick0     [2]float64 // vigil_tick_duration_seconds sum, count
+		tick1     [2]float64
 	)
 	for time.Now().Before(end) {
 		select {
@@ -274,12 +281,25 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 			}
 			cpu0, t0, haveStart = c, now, true
 		}
-		lat, series, size, err := sc.scrape(ctx)
+		lat, series, body, err := sc.scrapeBody(ctx)
 		if err != nil {
 			res.ScrapeErrors++
 		} else {
 			lats = append(lats, lat)
-			res.Series, res.BodyBytes = series, size
+			res.Series, res.BodyBytes = series, len(body)
+			if p.Name == "vigil" {
+				sum, ok1 := sampleValue(body, "vigil_tick_duration_seconds_sum")
+				cnt, ok2 := sampleValue(body, "vigil_tick_duration_seconds_count")
+				if tr, ok := sampleValue(body, "vigil_cgroups_tracked"); ok {
+					res.Tracked = int(tr)
+				}
+				if ok1 && ok2 {
+					if tick0[1] == 0 && haveStart {
+						tick0 = [2]float64{sum, cnt}
+					}
+					tick1 = [2]float64{sum, cnt}
+				}
+			}
 		}
 		if haveStart {
 			r, _, err := memStatus(proc.pid())
@@ -300,6 +320,9 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 	res.Seconds = wall.Seconds()
 	res.CPUPercent = 100 * float64(cpu1-cpu0) / clockTicks / wall.Seconds()
 	res.PeakRSSBytes = hwm
+	if tick1[1] > tick0[1] {
+		res.TickMeanMillis = 1000 * (tick1[0] - tick0[0]) / (tick1[1] - tick0[1])
+	}
 	// Steady: the median of the second half of the window.
 	res.SteadyRSS = medianU64(rss[len(rss)/2:])
 	slices.Sort(lats)
@@ -338,6 +361,8 @@ func writeSideBySide(w io.Writer, rep *SideBySideReport) {
 				mib(r.PeakRSSBytes), mib(r.SteadyRSS), r.ScrapeP50, r.ScrapeP95, r.ScrapeP99, r.Series, r.BodyBytes>>10, r.StartupMillis)
 		}
 		if vigil != nil {
+			fmt.Fprintf(w, "\nvigil tracked %d cgroups (the whole host, the bench's included); mean tick %.2f ms (%.2f µs per cgroup).\n",
+				vigil.Tracked, vigil.TickMeanMillis, 1000*vigil.TickMeanMillis/float64(max(vigil.Tracked, 1)))
 			fmt.Fprintln(w)
 			for _, r := range rep.Results {
 				if r.Cgroups != n || r.Peer == "vigil" {
