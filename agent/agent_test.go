@@ -242,7 +242,7 @@ func testAgentOnRealHost(t *testing.T) {
 		_, body := get(t, base+"/metrics")
 		_, seen := metricValue(body, "vigil_cgroup_memory_working_set_bytes", label)
 		watched, _ := metricValue(body, "vigil_event_watched_cgroups", "")
-		return seen && watched >= 1
+		return seen && watched >= 1 && isWatched(a, g.Path())
 	})
 	cmd := g.Allocator(cgtest.AllocSpec{TotalMiB: 48, StepMiB: 8, Interval: 20 * time.Millisecond})
 	cgtest.Start(t, cmd)
@@ -280,6 +280,16 @@ func testAgentOnRealHost(t *testing.T) {
 			})
 		})
 	}
+
+	t.Run("notifications follow cgroups that come and go", func(t *testing.T) {
+		g2 := cgtest.New(t)
+		setLimit(t, g2, strconv.Itoa(64<<20))
+		eventually(t, 10*time.Second, "the new limited cgroup to be watched", func() bool { return isWatched(a, g2.Path()) })
+		if err := os.Remove(g2.Dir("memory")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "the removed cgroup's watches to be dropped", func() bool { return !isWatched(a, g2.Path()) })
+	})
 
 	t.Run("api snapshot", func(t *testing.T) {
 		code, body := get(t, base+"/api/v1/snapshot")
@@ -415,6 +425,21 @@ func testAgentOnRealHost(t *testing.T) {
 			t.Errorf("vigil_config_last_reload_successful = %v after a good reload", v)
 		}
 	})
+}
+
+// isWatched reports whether the agent's event watcher has a registration
+// for the cgroup path.
+func isWatched(a *Agent, path string) bool {
+	w := a.stats.watcher.Load()
+	if w == nil {
+		return false
+	}
+	for _, r := range w.Registrations() {
+		if r.Path == path {
+			return true
+		}
+	}
+	return false
 }
 
 // checkPromtool runs `promtool check metrics` on a /metrics body. Without
