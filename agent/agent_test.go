@@ -278,6 +278,11 @@ func testAgentOnRealHost(t *testing.T) {
 				off, _ := metricValue(body, "vigil_offcycle_snapshots_total", "")
 				return ev >= 1 && off >= 1
 			})
+			// The partial snapshot the event woke held the test cgroup.
+			eventually(t, 5*time.Second, "a partial snapshot of the test cgroup after its threshold event", func() bool {
+				_, ok := testExtension.offCycle.Load(collectors.EventThreshold + " " + g.Path())
+				return ok
+			})
 		})
 	}
 

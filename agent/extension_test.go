@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,9 @@ import (
 // alert, and counts what it saw.
 var testExtension struct {
 	setups, enriched, stopped atomic.Int64
+	// offCycle records, per "kind path" of a trigger, that a partial
+	// snapshot for it held that cgroup.
+	offCycle sync.Map
 }
 
 func init() {
@@ -26,6 +30,13 @@ func init() {
 			}))
 			a.AddEnricher(func(snap *collectors.Snapshot) {
 				testExtension.enriched.Add(1)
+				if snap.Partial && snap.Trigger != nil {
+					for i := range snap.Cgroups {
+						if snap.Cgroups[i].Path == snap.Trigger.Path {
+							testExtension.offCycle.Store(snap.Trigger.Kind+" "+snap.Trigger.Path, true)
+						}
+					}
+				}
 				snap.Alerts = append(snap.Alerts[:0], collectors.Alert{Name: "TestAlert", Status: "firing"})
 			})
 			a.OnStop(func() { testExtension.stopped.Add(1) })
