@@ -319,7 +319,9 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 	wall := time.Since(t0)
 	res.Seconds = wall.Seconds()
 	res.CPUPercent = 100 * float64(cpu1-cpu0) / clockTicks / wall.Seconds()
-	res.PeakRSSBytes = hwm
+	// VmHWM is updated lazily by the kernel (per-thread RSS counters are
+	// folded in periodically): the peak is the larger of it and any sample.
+	res.PeakRSSBytes = max(hwm, slices.Max(append(rss, 0)))
 	if tick1[1] > tick0[1] {
 		res.TickMeanMillis = 1000 * (tick1[0] - tick0[0]) / (tick1[1] - tick0[1])
 	}
