@@ -25,13 +25,15 @@ func TestGroupLifecycle(t *testing.T) {
 		if want := filepath.Join(own, g.Name); g.Path() != want {
 			t.Errorf("Path() = %s, want %s", g.Path(), want)
 		}
-		cmd := g.Command("sleep", "60")
-		Start(t, cmd)
-		waitFor(t, func() bool { return len(g.Procs(t)) == 1 })
+		// The child comes first: on v2 a group with processes cannot enable
+		// controllers for children (no internal processes).
 		child := g.Child(t, "inner")
 		if got := child.Path(); got != g.Path()+"/inner" {
 			t.Errorf("child path %s", got)
 		}
+		cmd := child.Command("sleep", "60")
+		Start(t, cmd)
+		waitFor(t, func() bool { return len(child.Procs(t)) == 1 })
 	})
 	// After the subtest's cleanup the group, its child and its process are gone.
 	if _, err := exec.Command("test", "-e", dir).CombinedOutput(); err == nil {
