@@ -237,6 +237,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.buildPipeline(cfg, h); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	running := false
+	defer func() {
+		if !running {
+			a.pipeline.closeUnstarted() // release the journal for a retry
+		}
+	}()
 
 	if err := a.setupExtensions(); err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -259,6 +265,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	close(a.started)
 	a.log.Info("serving HTTP", "addr", addr)
 
+	running = true
 	stopPipeline := a.pipeline.start(ctx, a)
 	a.loop(ctx)
 

@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/remediate/journal"
 )
 
 // newTestAgent builds an agent (not running) whose HTTP surface is served
@@ -211,4 +214,30 @@ func TestSnapshotBuffersNeverTear(t *testing.T) {
 	} else {
 		release()
 	}
+}
+
+// TestRunFailsCleanlyWhenTheAddressIsTaken starts an agent on an address
+// already in use: Run returns the error, and the journal is released so a
+// second agent can open it.
+func TestRunFailsCleanlyWhenTheAddressIsTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := testConfig(t)
+	cfg.Listen = ln.Addr().String()
+	a, err := New(Options{Config: cfg, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "listen on "+cfg.Listen) {
+		t.Fatalf("Run = %v, want a listen error", err)
+	}
+	j, err := journal.Open(cfg.Remediation.Journal.Path, journal.Options{})
+	if err != nil {
+		t.Fatalf("journal still held after the failed start: %v", err)
+	}
+	j.Close()
 }

@@ -222,6 +222,17 @@ func (p *pipeline) start(ctx context.Context, a *Agent) (stop func()) {
 	}
 }
 
+// closeUnstarted releases the executor and the journal when the agent
+// fails to start after buildPipeline.
+func (p *pipeline) closeUnstarted() {
+	if p.executor != nil {
+		p.executor.Close()
+	}
+	if p.journal != nil {
+		p.journal.Close()
+	}
+}
+
 // process runs one snapshot (full or partial) through the stages.
 func (p *pipeline) process(snap *collectors.Snapshot, now time.Time) {
 	if p.engine == nil {
