@@ -29,6 +29,7 @@ func snapshotCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	format := fs.String("format", "table", "output `format`: table or json")
 	interval := fs.Duration("interval", 0, "take two sweeps this far apart so that growth and refault rates are filled (0: one sweep)")
 	sortBy := fs.String("sort", "working-set", "table order: working-set (largest first) or path")
+	top := fs.Int("top", 0, "table: show only the first `N` cgroups (0: all)")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -41,8 +42,8 @@ func snapshotCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	if *sortBy != "working-set" && *sortBy != "path" {
 		return usageError(stderr, fs, "unknown sort %q", *sortBy)
 	}
-	if *interval < 0 {
-		return usageError(stderr, fs, "negative interval")
+	if *interval < 0 || *top < 0 {
+		return usageError(stderr, fs, "negative interval or top")
 	}
 	cfg, err := flags.load()
 	if err != nil {
@@ -71,7 +72,7 @@ func snapshotCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		return 0
 	}
-	if err := writeSnapshotTable(stdout, &snap, *sortBy); err != nil {
+	if err := writeSnapshotTable(stdout, &snap, *sortBy, *top); err != nil {
 		fmt.Fprintln(stderr, "vigil snapshot:", err)
 		return 1
 	}
@@ -104,7 +105,7 @@ func levelVar(l slog.Level) *slog.LevelVar {
 }
 
 // writeSnapshotTable prints the node summary and one row per cgroup.
-func writeSnapshotTable(w io.Writer, snap *collectors.Snapshot, sortBy string) error {
+func writeSnapshotTable(w io.Writer, snap *collectors.Snapshot, sortBy string, top int) error {
 	n := &snap.Node
 	fmt.Fprintf(w, "node %s  cgroup %s (v%d, %s)  %s\n", n.Hostname, snap.Hierarchy.Mode, snap.Hierarchy.Version,
 		snap.Hierarchy.MemoryRoot, snap.Time.Format(time.RFC3339))
@@ -120,6 +121,10 @@ func writeSnapshotTable(w io.Writer, snap *collectors.Snapshot, sortBy string) e
 		sort.SliceStable(rows, func(i, j int) bool {
 			return rows[i].Derived.WorkingSetBytes > rows[j].Derived.WorkingSetBytes
 		})
+	}
+	more := 0
+	if top > 0 && len(rows) > top {
+		rows, more = rows[:top], len(rows)-top
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CGROUP\tWORKING SET\tLIMIT\tUSE%\tGROWTH/s\tPSI SOME10\tIDENTITY")
@@ -138,7 +143,13 @@ func writeSnapshotTable(w io.Writer, snap *collectors.Snapshot, sortBy string) e
 			humanBytes(float64(c.Derived.WorkingSetBytes)), limit, use, humanRate(c.Derived.GrowthBytesPerSecond),
 			psi, identityString(&c.Identity))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if more > 0 {
+		fmt.Fprintf(w, "… %d more cgroups (--top 0 shows all)\n", more)
+	}
+	return nil
 }
 
 // identityString says what a cgroup is in the words a user knows.

@@ -134,6 +134,14 @@ func TestSnapshotCommandOnFixture(t *testing.T) {
 		}
 	}
 
+	code, out, _ = runCmd(t, "snapshot", "--host-root", "testdata/hostroot-v2", "--top", "2")
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	// node, memory, blank, header, 2 rows, "… more" line
+	if code != 0 || len(lines) != 7 || !strings.HasPrefix(lines[4], "/kubepods.slice ") ||
+		lines[6] != fmt.Sprintf("… %d more cgroups (--top 0 shows all)", len(snap.Cgroups)-2) {
+		t.Errorf("--top 2 = %d:\n%s", code, out)
+	}
+
 	code, out, _ = runCmd(t, "snapshot", "--host-root", "testdata/hostroot-v2", "--sort", "path")
 	if code != 0 {
 		t.Fatalf("table = %d", code)
