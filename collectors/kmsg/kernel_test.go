@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -171,5 +172,69 @@ func rawRecords(t *testing.T, first, last uint64) []string {
 		if perr == nil && rec.Seq >= first && rec.Seq <= last {
 			out = append(out, string(bytes.TrimRight(buf[:n], "\n")))
 		}
+	}
+}
+
+// TestV2OverwrittenRecordsAreCounted makes the kernel overwrite the records
+// a reader has not read yet (in the microVM, whose kernel log is its own):
+// the read fails with EPIPE, the reader goes on from the oldest record
+// still held, and the loss is counted as a gap.
+func TestV2OverwrittenRecordsAreCounted(t *testing.T) {
+	vmtest.RequireGuest(t)
+	// Userspace writes to /dev/kmsg are rate limited by default.
+	if err := os.WriteFile("/proc/sys/kernel/printk_devkmsg", []byte("on\n"), 0); err != nil {
+		t.Fatalf("printk_devkmsg: %v", err)
+	}
+	r, err := NewReader(DefaultPath, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := openDevice(DefaultPath, false, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ctx := t.Context()
+	rec, err := src.next(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.handle(rec)
+
+	// About 1 MiB of records: several times the ring buffer.
+	w, err := os.OpenFile(DefaultPath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 200)
+	const n = 5000
+	for i := range n {
+		if _, err := fmt.Fprintf(w, "vigil-test flood %d %s\n", i, pad); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := fmt.Fprintf(w, "vigil-test flood done\n"); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	var last string
+	for {
+		rec, err := src.next(ctx, false)
+		if err != nil {
+			break
+		}
+		r.handle(rec)
+		if p, err := parseRecord(rec); err == nil {
+			last = p.Message
+		}
+	}
+	s := r.Stats()
+	t.Logf("stats after the flood: %+v", s)
+	if s.Overwritten < 1 || s.Gaps < 1 || s.MissedRecords < n/2 {
+		t.Errorf("stats %+v: want at least one EPIPE and a gap of over %d records", s, n/2)
+	}
+	if last != "vigil-test flood done" {
+		t.Errorf("last record read %q, want the end of the flood", last)
 	}
 }
