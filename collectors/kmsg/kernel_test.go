@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -110,7 +111,11 @@ func kernelOOMIsAttributed(t *testing.T) {
 
 	// Read back, non-following, from the cursor taken before the kill.
 	var got []OOMEvent
-	after, err := NewReader(DefaultPath, Options{Cursor: start, Handler: func(evs []OOMEvent) { got = append(got, evs...) }})
+	cursorFile := filepath.Join(t.TempDir(), "kmsg.cursor")
+	if err := SaveCursor(cursorFile, start); err != nil {
+		t.Fatal(err)
+	}
+	after, err := NewReader(DefaultPath, Options{CursorFile: cursorFile, Handler: func(evs []OOMEvent) { got = append(got, evs...) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +132,20 @@ func kernelOOMIsAttributed(t *testing.T) {
 		t.Fatalf("no OOM event for pid %d in %d events after seq %d: %+v", pid, len(got), start.Seq, got)
 	}
 	check("re-read", *found)
+	// A restart from the saved cursor delivers the kill no second time.
+	again, err := NewReader(DefaultPath, Options{CursorFile: cursorFile, Handler: func(evs []OOMEvent) {
+		for _, e := range evs {
+			if e.PID == pid {
+				t.Errorf("kill of pid %d delivered again after a restart", pid)
+			}
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("kernel report (%d records) for pid %d in %s:\n%s", len(found.Report), pid, found.CgroupPath, strings.Join(found.Report, "\n"))
 	if testing.Verbose() {
 		// The raw records, to capture fixtures from this kernel.
