@@ -23,6 +23,7 @@ import (
 	"github.com/vigil-agent/vigil/collectors/node"
 	"github.com/vigil-agent/vigil/remediate"
 	"github.com/vigil-agent/vigil/remediate/journal"
+	"github.com/vigil-agent/vigil/rules"
 	"github.com/vigil-agent/vigil/test/cgtest"
 	vmtest "github.com/vigil-agent/vigil/test/vm"
 )
@@ -467,5 +468,57 @@ func checkPromtool(t *testing.T, body []byte) {
 			t.Fatalf("promtool check metrics failed:\n%s", out)
 		}
 		t.Fatal(err)
+	}
+}
+
+// TestRuleStateSurvivesRestart fires a rule, stops the agent and starts a
+// new one on the same journal: the firing state comes back with its
+// original start time instead of starting over.
+func TestRuleStateSurvivesRestart(t *testing.T) {
+	g := cgtest.New(t)
+	cfg := testConfig(t)
+	rulesDir := t.TempDir()
+	rule := "rules:\n- name: test-always\n  selector:\n    paths: [\"" + g.Path() + "\"]\n  condition: usage_bytes >= 0\n"
+	if err := os.WriteFile(filepath.Join(rulesDir, "always.yaml"), []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Rules.Dirs = []string{rulesDir}
+
+	firing := func(a *Agent) (rules.TargetState, bool) {
+		for _, st := range a.pipeline.engine.State() {
+			if st.Rule == "test-always" && st.Target.Path == g.Path() && st.State == rules.Firing {
+				return st, true
+			}
+		}
+		return rules.TargetState{}, false
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	a1, err := New(Options{Config: cfg, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a1.Run(ctx) }()
+	<-a1.Started()
+	var first rules.TargetState
+	eventually(t, 10*time.Second, "the rule to fire", func() bool {
+		var ok bool
+		first, ok = firing(a1)
+		return ok
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	restart := time.Now()
+	a2 := startAgent(t, Options{Config: cfg})
+	st, ok := firing(a2)
+	if !ok {
+		t.Fatalf("rule state not restored: %+v", a2.pipeline.engine.State())
+	}
+	if !st.Since.Equal(first.Since) || !st.Since.Before(restart) {
+		t.Errorf("restored firing since %v, want the first run's %v", st.Since, first.Since)
 	}
 }
