@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -305,4 +307,20 @@ func waitHTTP(p *proc, url string, c *http.Client, timeout time.Duration) error 
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("not ready after %s: %v", timeout, last)
+}
+
+// Namespace creates namespace name with the default ServiceAccount (which
+// the ServiceAccount admission plugin requires of every pod, and which no
+// controller creates in the light variant).
+func (a *API) Namespace(t testing.TB, name string) {
+	t.Helper()
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := a.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("k8snode: create namespace %s: %v", name, err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: name}}
+	if _, err := a.Client.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("k8snode: create serviceaccount %s/default: %v", name, err)
+	}
 }
