@@ -111,3 +111,20 @@ func BenchmarkSweepPaths(b *testing.B) {
 		b.Fatalf("swept %d cgroups, want 2", len(snap.Cgroups))
 	}
 }
+
+// BenchmarkParseMemoryStat parses the captured memory.stat files.
+func BenchmarkParseMemoryStat(b *testing.B) {
+	for _, v := range []int{1, 2} {
+		in := mustRead(b, "testdata/v"+strconv.Itoa(v)+"/limited/memory.stat")
+		b.Run("v"+strconv.Itoa(v), func(b *testing.B) {
+			var st collectors.MemoryStat
+			b.ReportAllocs()
+			b.SetBytes(int64(len(in)))
+			for b.Loop() {
+				if err := parseMemoryStat(in, &st, v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
