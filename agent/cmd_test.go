@@ -265,13 +265,9 @@ func TestVersionCommand(t *testing.T) {
 // the JSON lines are consecutive full snapshots.
 func TestRecordCommand(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "rec.jsonl")
-	start := time.Now()
 	code, _, errOut := runCmd(t, "record", "--out", out, "--duration", "350ms", "--tick", "100ms")
 	if code != 0 {
 		t.Fatalf("vigil record = %d %s", code, errOut)
-	}
-	if time.Since(start) > 5*time.Second {
-		t.Errorf("record took %v for a 350ms duration", time.Since(start))
 	}
 	f, err := os.Open(out)
 	if err != nil {
