@@ -47,6 +47,53 @@ type Config struct {
 	Remediation Remediation `yaml:"remediation" json:"remediation"`
 	API         API         `yaml:"api" json:"api"`
 	Self        Self        `yaml:"self" json:"self"`
+	Kubernetes  Kubernetes  `yaml:"kubernetes" json:"kubernetes"`
+}
+
+// Kubernetes configures the Kubernetes integration: pod names, namespaces
+// and labels on identities, and the Kubernetes actions (restart-container,
+// evict, scale-out, cordon).
+type Kubernetes struct {
+	// Enabled turns the pod informer and the Kubernetes actions on.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+	// NodeName is this node's name (the downward API's spec.nodeName).
+	NodeName string `yaml:"node_name" json:"node_name"`
+	// Kubeconfig is a kubeconfig file; empty means in-cluster.
+	Kubeconfig string `yaml:"kubeconfig" json:"kubeconfig"`
+	// CRIEndpoint is the container runtime socket for restart-container;
+	// empty means unix://<host_root>/run/containerd/containerd.sock.
+	CRIEndpoint string `yaml:"cri_endpoint" json:"cri_endpoint"`
+	// LabelKeys and AnnotationKeys are copied onto identities besides the
+	// vigil.dev/ ones (empty label keys: a default set).
+	LabelKeys      []string `yaml:"label_keys" json:"label_keys"`
+	AnnotationKeys []string `yaml:"annotation_keys" json:"annotation_keys"`
+	// DeletePodFallback deletes the pod when stopping a container through
+	// the CRI fails.
+	DeletePodFallback bool `yaml:"delete_pod_fallback" json:"delete_pod_fallback"`
+	// MaxReplicas caps scale-out cluster-wide (0: 10).
+	MaxReplicas int32 `yaml:"max_replicas" json:"max_replicas"`
+	// ScaleCooldown is the minimum time between scale-outs of a workload.
+	ScaleCooldown time.Duration `yaml:"scale_cooldown" json:"scale_cooldown"`
+	// Cordon registers the cordon action (needs its own RBAC).
+	Cordon bool `yaml:"cordon" json:"cordon"`
+}
+
+// Validate checks the kubernetes section.
+func (k *Kubernetes) Validate() error {
+	var errs []error
+	if k.Enabled && k.NodeName == "" {
+		errs = append(errs, fieldErr("node_name", "required when kubernetes is enabled"))
+	}
+	if k.MaxReplicas < 0 {
+		errs = append(errs, fieldErr("max_replicas", "must not be negative, got %d", k.MaxReplicas))
+	}
+	if k.ScaleCooldown < 0 {
+		errs = append(errs, fieldErr("scale_cooldown", "must not be negative, got %v", k.ScaleCooldown))
+	}
+	if k.CRIEndpoint != "" && !strings.HasPrefix(k.CRIEndpoint, "unix://") {
+		errs = append(errs, fieldErr("cri_endpoint", "want unix:///path/to.sock, got %q", k.CRIEndpoint))
+	}
+	return errors.Join(errs...)
 }
 
 // Log configures the agent's own log output (stderr).
@@ -232,6 +279,7 @@ func (c *Config) Validate() error {
 		prefix("remediation", c.Remediation.Validate()),
 		prefix("api", c.API.Validate()),
 		prefix("self", c.Self.Validate()),
+		prefix("kubernetes", c.Kubernetes.Validate()),
 	)
 	return errors.Join(unjoin(errors.Join(errs...))...)
 }
