@@ -246,3 +246,10 @@ func lookup(j *journal.Journal, rule string) (journal.Record, bool) {
 	}
 	return recs[0], true
 }
+
+// later dates snap d ahead, so the executor measures outcomes that are due
+// by then without the test waiting for them.
+func later(snap *collectors.Snapshot, d time.Duration) *collectors.Snapshot {
+	snap.Time = snap.Time.Add(d)
+	return snap
+}

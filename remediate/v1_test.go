@@ -52,7 +52,7 @@ func TestV1LeakThrottleCPUAppliedAndReleased(t *testing.T) {
 
 	j := openJournal(t)
 	v, cond := growthStopped()
-	x := newExecutor(t, Config{Safety: acting(g), Resolver: locate(g), Measure: []time.Duration{time.Second, 2 * time.Second}, StepTimeout: 20 * time.Second}, j, v)
+	x := newExecutor(t, Config{Safety: acting(g), Resolver: locate(g), Measure: []time.Duration{time.Minute, 2 * time.Minute}, StepTimeout: 20 * time.Second}, j, v)
 	smp := newSampler()
 	eventually(t, 10*time.Second, "allocator charged", func() bool { return smp.sample(t, g).Memory.UsageBytes > 16<<20 })
 	for range 3 {
@@ -82,7 +82,7 @@ func TestV1LeakThrottleCPUAppliedAndReleased(t *testing.T) {
 		return g.Read(t, "cpu", "cpu.cfs_quota_us") == quota0 && g.Read(t, "memory", "memory.soft_limit_in_bytes") == soft0
 	})
 	eventually(t, 10*time.Second, "outcome measured twice", func() bool {
-		x.Observe(smp.snap(t, g))
+		x.Observe(later(smp.snap(t, g), 3*time.Minute))
 		r, ok := lookup(j, "leak")
 		return ok && r.Done
 	})
@@ -136,9 +136,19 @@ func TestV1SignalPath(t *testing.T) {
 			} else {
 				victim = g.Allocator(cgtest.AllocSpec{TotalMiB: 32, StepMiB: 8, Interval: 10 * time.Millisecond})
 			}
-			cgtest.Start(t, victim)
+			// Started by hand: this test owns the one Wait of the victim.
+			if err := victim.Start(); err != nil {
+				t.Fatal(err)
+			}
 			exited := make(chan error, 1)
 			go func() { exited <- victim.Wait() }()
+			t.Cleanup(func() {
+				_ = victim.Process.Kill()
+				select {
+				case <-exited:
+				case <-time.After(5 * time.Second):
+				}
+			})
 			smp := newSampler()
 			eventually(t, 10*time.Second, "victim running", func() bool { return len(g.Procs(t)) == 1 && smp.sample(t, g).Memory.UsageBytes > 0 })
 			time.Sleep(200 * time.Millisecond) // let sh exec sleep
