@@ -146,14 +146,16 @@ func StartAPI(t testing.TB) *API {
 		os.RemoveAll(dir)
 	})
 	p := freePorts(t, 3)
-	a, err := startAPI(t, bins, dir, apiPorts{etcdClient: p[0], etcdPeer: p[1], secure: p[2]}, "RBAC", nil)
+	a, err := startAPI(t, bins, dir, apiPorts{etcdClient: p[0], etcdPeer: p[1], secure: p[2]}, nil, nil)
 	if err != nil {
 		t.Fatalf("k8snode: %v", err)
 	}
 	return a
 }
 
-func startAPI(t testing.TB, bins Binaries, dir string, ports apiPorts, authz string, extraTokens []string) (*API, error) {
+// startAPI starts etcd and the apiserver. extraFlags are appended to the
+// apiserver's (later flags win); extraTokens are lines of the token file.
+func startAPI(t testing.TB, bins Binaries, dir string, ports apiPorts, extraFlags, extraTokens []string) (*API, error) {
 	a := &API{Dir: dir, Bins: bins, URL: fmt.Sprintf("https://127.0.0.1:%d", ports.secure)}
 	t.Cleanup(a.stop)
 	for _, d := range []string{"etcd-data", "apiserver-certs"} {
@@ -187,20 +189,19 @@ func startAPI(t testing.TB, bins Binaries, dir string, ports apiPorts, authz str
 		return nil, fmt.Errorf("etcd: %w (log %s)", err, filepath.Join(dir, "etcd.log"))
 	}
 	certDir := filepath.Join(dir, "apiserver-certs")
-	api := startProc(t, dir, "apiserver", bins.APIServer,
-		"--etcd-servers="+etcdURL,
+	api := startProc(t, dir, "apiserver", bins.APIServer, append([]string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(ports.secure),
-		"--cert-dir="+certDir,
-		"--token-auth-file="+tokens,
+		"--secure-port=" + strconv.Itoa(ports.secure),
+		"--cert-dir=" + certDir,
+		"--token-auth-file=" + tokens,
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+saKey,
-		"--service-account-signing-key-file="+saKey,
-		"--authorization-mode="+authz,
+		"--service-account-key-file=" + saKey,
+		"--service-account-signing-key-file=" + saKey,
+		"--authorization-mode=RBAC",
 		"--service-cluster-ip-range=10.96.0.0/24",
 		"--endpoint-reconciler-type=none",
-		"--enable-priority-and-fairness=false",
-	)
+	}, extraFlags...)...)
 	a.procs = append(a.procs, api)
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 2 * time.Second}
 	if err := waitHTTP(api, a.URL+"/readyz", insecure, 120*time.Second); err != nil {
