@@ -22,7 +22,8 @@ var testExtension struct {
 
 func init() {
 	registerExtension(&Extension{
-		Name: "test",
+		// Sorted after the real extensions, so its alert is added to theirs.
+		Name: "zz-test",
 		Setup: func(a *Agent) error {
 			testExtension.setups.Add(1)
 			a.Handle("GET /api/v1/test-extension", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -37,7 +38,7 @@ func init() {
 						}
 					}
 				}
-				snap.Alerts = append(snap.Alerts[:0], collectors.Alert{Name: "TestAlert", Status: "firing"})
+				snap.Alerts = append(snap.Alerts, collectors.Alert{Name: "TestAlert", Status: "firing"})
 			})
 			a.OnStop(func() { testExtension.stopped.Add(1) })
 			return nil
@@ -61,7 +62,7 @@ func TestExtensionIsSetUp(t *testing.T) {
 	eventually(t, 10*time.Second, "an enriched snapshot", func() bool {
 		snap, release := a.Acquire()
 		defer release()
-		return snap != nil && len(snap.Alerts) == 1 && snap.Alerts[0].Name == "TestAlert"
+		return snap != nil && len(snap.Alerts) > 0 && snap.Alerts[len(snap.Alerts)-1].Name == "TestAlert"
 	})
 	if got := testExtension.setups.Load() - setups; got != 1 {
 		t.Errorf("Setup ran %d times, want 1", got)

@@ -48,6 +48,40 @@ type Config struct {
 	API         API         `yaml:"api" json:"api"`
 	Self        Self        `yaml:"self" json:"self"`
 	Kubernetes  Kubernetes  `yaml:"kubernetes" json:"kubernetes"`
+	Webhooks    Webhooks    `yaml:"webhooks" json:"webhooks"`
+}
+
+// Webhooks configures alert webhooks.
+type Webhooks struct {
+	Inbound InboundAlerts `yaml:"inbound" json:"inbound"`
+}
+
+// InboundAlerts configures POST /api/v1/alerts, where Alertmanager delivers
+// alerts that rules can fire from. With neither secret file set it refuses
+// every delivery.
+type InboundAlerts struct {
+	// TokenFile holds the bearer token Alertmanager sends (16+ characters).
+	TokenFile string `yaml:"token_file" json:"token_file"`
+	// HMACSecretFile holds a secret (16+ bytes) for signed deliveries
+	// (X-Vigil-Timestamp and X-Vigil-Signature headers).
+	HMACSecretFile string `yaml:"hmac_secret_file" json:"hmac_secret_file"`
+	// ResolvedRetention keeps a resolved alert visible to rules this long.
+	ResolvedRetention time.Duration `yaml:"resolved_retention" json:"resolved_retention"`
+	// FiringTTL drops a firing alert neither re-delivered nor resolved for
+	// this long.
+	FiringTTL time.Duration `yaml:"firing_ttl" json:"firing_ttl"`
+}
+
+// Validate checks the inbound alert settings.
+func (w *InboundAlerts) Validate() error {
+	var errs []error
+	if w.ResolvedRetention <= 0 {
+		errs = append(errs, fieldErr("resolved_retention", "must be positive, got %v", w.ResolvedRetention))
+	}
+	if w.FiringTTL < time.Minute {
+		errs = append(errs, fieldErr("firing_ttl", "must be at least 1m, got %v", w.FiringTTL))
+	}
+	return errors.Join(errs...)
 }
 
 // Kubernetes configures the Kubernetes integration: pod names, namespaces
@@ -280,6 +314,7 @@ func (c *Config) Validate() error {
 		prefix("api", c.API.Validate()),
 		prefix("self", c.Self.Validate()),
 		prefix("kubernetes", c.Kubernetes.Validate()),
+		prefix("webhooks.inbound", c.Webhooks.Inbound.Validate()),
 	)
 	return errors.Join(unjoin(errors.Join(errs...))...)
 }
