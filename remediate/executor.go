@@ -20,6 +20,14 @@ import (
 	"github.com/vigil-agent/vigil/rules"
 )
 
+// limitsOnlyAction marks actions that change the target only through
+// Request.Limits (so their intent can be journaled with the first limit).
+type limitsOnlyAction interface{ changesOnlyThroughLimits() }
+
+func (*ThrottleMemory) changesOnlyThroughLimits() {}
+func (*ThrottleCPU) changesOnlyThroughLimits()    {}
+func (*Freeze) changesOnlyThroughLimits()         {}
+
 // verifier evaluates a step's verify condition on fresh signals; the rules
 // engine implements it.
 type verifier interface {
@@ -519,16 +527,29 @@ func (x *Executor) runLadder(l *ladder) {
 			break
 		}
 		act := x.action(st.Action)
-		// Intent, durable before acting.
+		// Intent, durable before acting. An action that changes nothing but
+		// through Limits gets it written with the first limit's original, in
+		// one transaction: one fsync less before the first write.
 		tr.mu.Lock()
 		rec.DryRun = rec.DryRun || dry
 		rec.Steps = append(rec.Steps, step)
-		x.put(tr)
+		_, limitsOnly := act.(limitsOnlyAction)
+		deferIntent := limitsOnly && !dry
+		if !deferIntent {
+			x.put(tr)
+		}
 		tr.mu.Unlock()
 		x.mu.Lock()
 		l.cur, l.verifyOK, l.verifySig = st, false, false
 		x.mu.Unlock()
 		req := x.request(l, st, dry)
+		if deferIntent {
+			req.Limits = x.limits.withIntent(func(a *journal.AppliedLimit) error {
+				tr.mu.Lock()
+				defer tr.mu.Unlock()
+				return x.j.PutWithApplied(tr.rec, a)
+			})
+		}
 		t0 := time.Now()
 		res, err := act.Do(x.ctx, req)
 		x.metrics.duration.WithLabelValues(st.Action).Observe(time.Since(t0).Seconds())

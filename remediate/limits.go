@@ -15,6 +15,16 @@ import (
 type Limits struct {
 	j   *journal.Journal
 	now func() time.Time
+	// intent, when set, is called with the first limit instead of
+	// PutApplied: it writes the step's intent and the limit in one
+	// transaction (the Executor's fast path for limit-only actions).
+	intent func(a *journal.AppliedLimit) error
+}
+
+// withIntent returns a view of l whose first recorded limit is written
+// together with the step's intent by flush.
+func (l *Limits) withIntent(flush func(a *journal.AppliedLimit) error) *Limits {
+	return &Limits{j: l.j, now: l.now, intent: flush}
 }
 
 func limitKey(loc Location, k Knob) string {
@@ -37,7 +47,13 @@ func (l *Limits) Set(remediationID string, cg Cgroup, k Knob, value string) (str
 		}
 		a = journal.AppliedLimit{Key: key, RemediationID: remediationID, Target: cg.Location().Paths[""] + cg.Location().Paths["memory"],
 			Cgroup: cg.Location(), Knob: string(k), Original: orig, Applied: value, Time: l.now()}
-		if err := l.j.PutApplied(a); err != nil {
+		if l.intent != nil {
+			flush := l.intent
+			l.intent = nil
+			if err := flush(&a); err != nil {
+				return "", err
+			}
+		} else if err := l.j.PutApplied(a); err != nil {
 			return "", err
 		}
 	} else if err != nil {

@@ -112,7 +112,12 @@ func timeKey(t time.Time, id string) []byte {
 }
 
 // Put writes r (insert or replace) and returns once it is on disk.
-func (j *Journal) Put(r *Record) error {
+func (j *Journal) Put(r *Record) error { return j.PutWithApplied(r, nil) }
+
+// PutWithApplied writes r and, in the same transaction (one fsync), the
+// applied limit a (see PutApplied), if not nil: a step's intent and the
+// original of the limit it is about to change become durable together.
+func (j *Journal) PutWithApplied(r *Record, a *AppliedLimit) error {
 	if r.ID == "" {
 		return errors.New("journal: record without id")
 	}
@@ -134,6 +139,11 @@ func (j *Journal) Put(r *Record) error {
 		}
 		if err := recs.Put([]byte(r.ID), data); err != nil {
 			return err
+		}
+		if a != nil {
+			if err := putApplied(tx, *a); err != nil {
+				return err
+			}
 		}
 		return tx.Bucket(bucketByTime).Put(timeKey(r.Time, r.ID), []byte(r.ID))
 	})
@@ -304,24 +314,25 @@ func (j *Journal) LoadState(key string) ([]byte, error) {
 // write). If the key is already recorded its Original is kept: the first
 // original is the one to restore.
 func (j *Journal) PutApplied(a AppliedLimit) error {
-	err := j.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketApplied)
-		if old := b.Get([]byte(a.Key)); old != nil {
-			var prev AppliedLimit
-			if json.Unmarshal(old, &prev) == nil {
-				a.Original = prev.Original
-			}
-		}
-		data, err := json.Marshal(a)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(a.Key), data)
-	})
-	if err != nil {
+	if err := j.db.Update(func(tx *bolt.Tx) error { return putApplied(tx, a) }); err != nil {
 		return fmt.Errorf("journal: applied %s: %w", a.Key, err)
 	}
 	return nil
+}
+
+func putApplied(tx *bolt.Tx, a AppliedLimit) error {
+	b := tx.Bucket(bucketApplied)
+	if old := b.Get([]byte(a.Key)); old != nil {
+		var prev AppliedLimit
+		if json.Unmarshal(old, &prev) == nil {
+			a.Original = prev.Original
+		}
+	}
+	data, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(a.Key), data)
 }
 
 // DeleteApplied forgets a limit once it was restored.
