@@ -425,12 +425,14 @@ func (x *Executor) start(f *rules.Finding) {
 	if running {
 		return
 	}
+	known := false
 	for _, st := range f.Actions {
-		if x.action(st.Action) == nil {
-			x.metrics.refused.WithLabelValues(RefusedUnknownAction).Inc()
-			x.episodeRecord(f, journal.KindRefusal, RefusedUnknownAction, "refused: unknown action "+st.Action)
-			return
-		}
+		known = known || x.action(st.Action) != nil
+	}
+	if !known {
+		x.metrics.refused.WithLabelValues(RefusedUnknownAction).Inc()
+		x.episodeRecord(f, journal.KindRefusal, RefusedUnknownAction, "refused: no action of the ladder is available on this node")
+		return
 	}
 	if reason := x.safety.admit(f.Target, time.Now()); reason != "" {
 		x.metrics.refused.WithLabelValues(reason).Inc()
@@ -527,6 +529,17 @@ func (x *Executor) runLadder(l *ladder) {
 			break
 		}
 		act := x.action(st.Action)
+		if act == nil {
+			// Validated at load time but not registered here (e.g. a
+			// Kubernetes action on a node without Kubernetes): next step.
+			step.Result, step.Error, step.Finished = "error", "action not available on this node", time.Now()
+			x.metrics.remediations.WithLabelValues(st.Action, "error").Inc()
+			tr.mu.Lock()
+			rec.Steps = append(rec.Steps, step)
+			x.put(tr)
+			tr.mu.Unlock()
+			continue
+		}
 		// Intent, durable before acting. An action that changes nothing but
 		// through Limits gets it written with the first limit's original, in
 		// one transaction: one fsync less before the first write.

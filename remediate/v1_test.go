@@ -310,3 +310,33 @@ func TestV1OOMKillMissJournaled(t *testing.T) {
 		t.Errorf("miss record %+v", r)
 	}
 }
+
+// TestV1LadderSkipsUnavailableAction: a step whose action is not registered
+// on this node (a Kubernetes action without Kubernetes) is journaled as an
+// error and the ladder goes on; a ladder with no available action at all is
+// refused.
+func TestV1LadderSkipsUnavailableAction(t *testing.T) {
+	requireV1(t)
+	g := cgtest.New(t, "memory", "cpu")
+	cgtest.Start(t, g.Command("sleep", "600"))
+	j := openJournal(t)
+	x := newExecutor(t, Config{Safety: acting(g), Resolver: locate(g), Measure: []time.Duration{time.Minute}}, j, nil)
+	x.Observe(newSampler().snap(t, g))
+	x.Handle([]rules.Finding{
+		finding("skip", g, rules.Firing, rules.ActionStep{Action: "restart-container"}, rules.ActionStep{Action: ActionThrottleCPU}),
+		finding("none", g, rules.Firing, rules.ActionStep{Action: "restart-container"}),
+	})
+	eventually(t, 5*time.Second, "throttle-cpu applied", func() bool { return g.Read(t, "cpu", "cpu.cfs_quota_us") == "10000" })
+	eventually(t, 5*time.Second, "both journaled", func() bool {
+		r, ok := lookup(j, "skip")
+		_, ok2 := lookup(j, "none")
+		return ok && ok2 && len(r.Steps) == 2 && r.Steps[1].Result != ""
+	})
+	r := record(t, j, "skip")
+	if r.Steps[0].Result != "error" || r.Steps[0].Error != "action not available on this node" || r.Steps[1].Result != "applied" {
+		t.Errorf("steps %+v", r.Steps)
+	}
+	if n := record(t, j, "none"); n.Kind != journal.KindRefusal || n.Reason != RefusedUnknownAction {
+		t.Errorf("ladder of unavailable actions: kind %s reason %s", n.Kind, n.Reason)
+	}
+}
