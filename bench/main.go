@@ -34,7 +34,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: bench sidebyside|latency|latency-vm|micro [flags]  (-h for each)")
+		fmt.Fprintln(stderr, "usage: bench sidebyside|latency|latency-vm|micro|profile [flags]  (-h for each)")
 		return 2
 	}
 	var err error
@@ -47,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdLatencyVM(ctx, log, args[1:], stdout)
 	case "vmhelper":
 		return runEarlyOOMHelper(args[1:])
+	case "profile":
+		err = cmdProfile(ctx, log, args[1:], stdout)
 	case "micro":
 		err = cmdMicro(ctx, log, args[1:], stdout)
 	default:
