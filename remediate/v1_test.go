@@ -1,7 +1,9 @@
 package remediate
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -338,5 +340,37 @@ func TestV1LadderSkipsUnavailableAction(t *testing.T) {
 	}
 	if n := record(t, j, "none"); n.Kind != journal.KindRefusal || n.Reason != RefusedUnknownAction {
 		t.Errorf("ladder of unavailable actions: kind %s reason %s", n.Kind, n.Reason)
+	}
+}
+
+// TestV1ExecAndRestartUnit: exec runs the configured command with the
+// target's identity in its environment; restart-unit without a reachable
+// systemd fails with the reason journaled, and the ladder ends.
+func TestV1ExecAndRestartUnit(t *testing.T) {
+	requireV1(t)
+	g := cgtest.New(t, "memory")
+	cgtest.Start(t, g.Command("sleep", "600"))
+	out := filepath.Join(t.TempDir(), "env")
+	j := openJournal(t)
+	x := newExecutor(t, Config{Safety: acting(g), Resolver: locate(g), Measure: []time.Duration{time.Minute}}, j, nil)
+	x.Observe(newSampler().snap(t, g))
+	x.Handle([]rules.Finding{finding("hook", g, rules.Firing,
+		rules.ActionStep{Action: ActionRestartUnit, Params: map[string]any{"unit": "vigil-test-none.service", "timeout": "2s"}},
+		rules.ActionStep{Action: ActionExec, Params: map[string]any{"command": []any{"/bin/sh", "-c", `echo "$VIGIL_RULE $VIGIL_TARGET $VIGIL_REMEDIATION_ID" > ` + out}}},
+	)})
+	eventually(t, 10*time.Second, "both steps journaled", func() bool {
+		r, ok := lookup(j, "hook")
+		return ok && len(r.Steps) == 2 && r.Steps[1].Result != ""
+	})
+	r := record(t, j, "hook")
+	if r.Steps[0].Result != "error" || !strings.Contains(r.Steps[0].Error, "vigil-test-none.service") {
+		t.Errorf("restart-unit step %+v, want an error naming the unit", r.Steps[0])
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "hook " + g.Path() + " " + r.ID + "\n"; string(got) != want || r.Steps[1].Result != "applied" {
+		t.Errorf("exec wrote %q (step %+v), want %q", got, r.Steps[1], want)
 	}
 }
