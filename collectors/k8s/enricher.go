@@ -103,7 +103,7 @@ func NewEnricher(client kubernetes.Interface, cfg Config, reg prometheus.Registe
 		log = slog.Default()
 	}
 	e := &Enricher{cfg: cfg, client: client, log: log.With("component", "kubernetes"), pods: map[string]*podInfo{},
-		apiErr: "not connected yet", ready: make(chan struct{}),
+		ready: make(chan struct{}),
 		apiUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_kubernetes_api_up",
 			Help: "1 when the Kubernetes API server answered the last probe and the pod informer is synced, else 0 (identities then carry UIDs only)."}),
 		podsNum: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_kubernetes_pods",

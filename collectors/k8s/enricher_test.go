@@ -115,35 +115,41 @@ func TestEnricherAgainstAPIServer(t *testing.T) {
 		t.Errorf("vigil_kubernetes_api_up = %v, want 1", got)
 	}
 
+	webLabels := map[string]string{"app": "web", "vigil.dev/tier": "gold"}
+	webAnn := map[string]string{"vigil.dev/remediate": "true", "owner-email": "a@b"}
 	tests := []struct {
 		name string
 		path string
-		want collectors.Identity
+		// want is the path's identity with these Kubernetes fields set.
+		namespace, pod, container, owner string
+		labels, annotations              map[string]string
 	}{
-		{"container of a Deployment pod", "/kubepods/burstable/pod" + string(web.UID) + "/" + cidApp, collectors.Identity{
-			Kind: identity.KindContainer, QoS: "burstable", PodUID: string(web.UID), ContainerID: cidApp, Runtime: identity.RuntimeContainerd,
-			Namespace: "shop", Pod: web.Name, Container: "app", Owner: "Deployment/web",
-			Labels:      map[string]string{"app": "web", "vigil.dev/tier": "gold"},
-			Annotations: map[string]string{"vigil.dev/remediate": "true", "owner-email": "a@b"}}},
-		{"sidecar, systemd driver naming", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + strings.ReplaceAll(string(web.UID), "-", "_") + ".slice/cri-containerd-" + cidSidecar + ".scope", collectors.Identity{
-			Kind: identity.KindContainer, QoS: "burstable", PodUID: string(web.UID), ContainerID: cidSidecar, Runtime: identity.RuntimeContainerd,
-			Namespace: "shop", Pod: web.Name, Container: "sidecar", Owner: "Deployment/web",
-			Labels:      map[string]string{"app": "web", "vigil.dev/tier": "gold"},
-			Annotations: map[string]string{"vigil.dev/remediate": "true", "owner-email": "a@b"}}},
-		{"pod level of a StatefulSet pod", "/kubepods/burstable/pod" + string(db.UID), collectors.Identity{
-			Kind: identity.KindPod, QoS: "burstable", PodUID: string(db.UID),
-			Namespace: "shop", Pod: "db-0", Owner: "StatefulSet/db"}},
-		{"pod on another node is not seen", "/kubepods/besteffort/pod" + string(other.UID) + "/" + cidOther, collectors.Identity{
-			Kind: identity.KindContainer, QoS: "besteffort", PodUID: string(other.UID), ContainerID: cidOther, Runtime: identity.RuntimeContainerd}},
-		{"unknown pod keeps its UID", "/kubepods/pod0000-unknown/" + cidApp, collectors.Identity{
-			Kind: identity.KindContainer, QoS: "guaranteed", PodUID: "0000-unknown", ContainerID: cidApp, Runtime: identity.RuntimeContainerd}},
+		{"container of a Deployment pod", "/kubepods/burstable/pod" + string(web.UID) + "/" + cidApp,
+			"shop", web.Name, "app", "Deployment/web", webLabels, webAnn},
+		{"sidecar, systemd driver naming", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + strings.ReplaceAll(string(web.UID), "-", "_") + ".slice/cri-containerd-" + cidSidecar + ".scope",
+			"shop", web.Name, "sidecar", "Deployment/web", webLabels, webAnn},
+		{"pod level of a StatefulSet pod", "/kubepods/burstable/pod" + string(db.UID),
+			"shop", "db-0", "", "StatefulSet/db", nil, nil},
+		{"pod on another node is not seen", "/kubepods/besteffort/pod" + string(other.UID) + "/" + cidOther,
+			"", "", "", "", nil, nil},
+		{"unknown pod keeps its UID", "/kubepods/pod0000-unknown/" + cidApp,
+			"", "", "", "", nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := identity.FromPath(tt.path)
+			if got.PodUID == "" {
+				t.Fatalf("identity.FromPath(%s) has no pod UID", tt.path)
+			}
+			want := got
+			want.Namespace, want.Pod, want.Container, want.Owner = tt.namespace, tt.pod, tt.container, tt.owner
+			want.Labels, want.Annotations = tt.labels, tt.annotations
+			if tt.pod != "" && want.QoS == "" {
+				want.QoS = "burstable"
+			}
 			e.Enrich(&got)
-			if !equalIdentity(got, tt.want) {
-				t.Errorf("Enrich(%s)\n got %+v\nwant %+v", tt.path, got, tt.want)
+			if !equalIdentity(got, want) {
+				t.Errorf("Enrich(%s)\n got %+v\nwant %+v", tt.path, got, want)
 			}
 		})
 	}
@@ -177,7 +183,7 @@ func TestEnricherDegradesWhenAPIUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ := startEnricher(t, cs, Config{NodeName: thisNode, ProbeInterval: 100 * time.Millisecond})
-	waitFor(t, "a probe failure", func() bool { return strings.Contains(e.Reason(), "unreachable") })
+	waitFor(t, "a probe failure", func() bool { return strings.Contains(e.Reason(), "127.0.0.1:1") })
 	if e.Ready() {
 		t.Error("Ready() = true with no API server")
 	}
