@@ -146,7 +146,7 @@ func StartAPI(t testing.TB) *API {
 		os.RemoveAll(dir)
 	})
 	p := freePorts(t, 3)
-	a, err := startAPI(t, bins, dir, apiPorts{etcdClient: p[0], etcdPeer: p[1], secure: p[2]}, nil, nil)
+	a, err := startAPI(t, bins, dir, apiPorts{etcdClient: p[0], etcdPeer: p[1], secure: p[2]}, []string{"--authorization-mode=RBAC"}, nil)
 	if err != nil {
 		t.Fatalf("k8snode: %v", err)
 	}
@@ -154,7 +154,7 @@ func StartAPI(t testing.TB) *API {
 }
 
 // startAPI starts etcd and the apiserver. extraFlags are appended to the
-// apiserver's (later flags win); extraTokens are lines of the token file.
+// apiserver's (they must set --authorization-mode); extraTokens are lines of the token file.
 func startAPI(t testing.TB, bins Binaries, dir string, ports apiPorts, extraFlags, extraTokens []string) (*API, error) {
 	a := &API{Dir: dir, Bins: bins, URL: fmt.Sprintf("https://127.0.0.1:%d", ports.secure)}
 	t.Cleanup(a.stop)
@@ -198,7 +198,6 @@ func startAPI(t testing.TB, bins Binaries, dir string, ports apiPorts, extraFlag
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file=" + saKey,
 		"--service-account-signing-key-file=" + saKey,
-		"--authorization-mode=RBAC",
 		"--service-cluster-ip-range=10.96.0.0/24",
 		"--endpoint-reconciler-type=none",
 	}, extraFlags...)...)
