@@ -76,12 +76,15 @@ type CellResult struct {
 	FalsePositives   int     `json:"false_positives"`
 	// PeakNodePSI is the peak of /proc/pressure/memory some avg10; PeakParentPSI
 	// that of the scenario parent's memory.pressure (v2 only).
-	PeakNodePSI   float64        `json:"peak_node_psi"`
-	PeakParentPSI float64        `json:"peak_parent_psi"`
-	PeakParentMiB float64        `json:"peak_parent_mib"`
-	Restarts      int            `json:"restarts,omitempty"`
-	Journal       []JournalEntry `json:"journal,omitempty"`
-	Notes         []string       `json:"notes,omitempty"`
+	PeakNodePSI   float64 `json:"peak_node_psi"`
+	PeakParentPSI float64 `json:"peak_parent_psi"`
+	PeakParentMiB float64 `json:"peak_parent_mib"`
+	Restarts      int     `json:"restarts,omitempty"`
+	// FrozenAtEnd lists workload cgroups an agent left frozen at the end of
+	// the window (their processes survive, stalled).
+	FrozenAtEnd []string       `json:"frozen_at_end,omitempty"`
+	Journal     []JournalEntry `json:"journal,omitempty"`
+	Notes       []string       `json:"notes,omitempty"`
 }
 
 // proc is a workload process the cell started.
@@ -211,8 +214,11 @@ func runCell(ctx context.Context, opts cellOptions) (res CellResult, err error) 
 		for i := len(c.cleanups) - 1; i >= 0; i-- {
 			c.cleanups[i]()
 		}
-		if rerr := c.tree.remove(); rerr != nil && err == nil {
-			err = rerr
+		if rerr := c.tree.remove(); rerr != nil {
+			if err == nil {
+				res.Notes = append(res.Notes, "cleanup: "+rerr.Error())
+			}
+			log.Error("cleanup", "err", rerr)
 		}
 	}()
 	id := randomSuffix()
@@ -357,6 +363,11 @@ sampling:
 	var entries []JournalEntry
 	if opts.Agent == "vigil" {
 		entries = ag.settle(ctx, 25*time.Second)
+	}
+	for _, n := range names {
+		if c.work[n].frozen() {
+			res.FrozenAtEnd = append(res.FrozenAtEnd, n)
+		}
 	}
 	// Stop the workloads before the agent, so no agent acts on their end.
 	c.mu.Lock()

@@ -76,6 +76,10 @@ type group struct {
 type tree struct {
 	version int
 	created []string // absolute directories, in creation order
+	// ancestors are directories created only to give a group its path in
+	// the cpu and freezer hierarchies; other scenarios running at the same
+	// time may share them, so they are removed only when empty.
+	ancestors map[string]bool
 }
 
 func (t *tree) mkdir(dir string) error {
@@ -87,6 +91,10 @@ func (t *tree) mkdir(dir string) error {
 		if err := t.mkdir(parent); err != nil {
 			return err
 		}
+		if t.ancestors == nil {
+			t.ancestors = map[string]bool{}
+		}
+		t.ancestors[parent] = true
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return fmt.Errorf("create cgroup %s: %w", dir, err)
@@ -120,6 +128,10 @@ func (t *tree) remove() error {
 	dirs := append([]string(nil), t.created...)
 	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
 	for _, d := range dirs {
+		if t.ancestors[d] {
+			_ = os.Remove(d) // busy while a concurrent scenario uses it
+			continue
+		}
 		for try := 0; ; try++ {
 			if t.version == 1 && strings.HasPrefix(d, filepath.Join(cgroupRoot, "freezer")) {
 				_ = os.WriteFile(filepath.Join(d, "freezer.state"), []byte("THAWED"), 0)
@@ -345,4 +357,15 @@ func randomSuffix() string {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// frozen reports whether the group is frozen (v2 cgroup.events frozen 1, v1
+// freezer.state FROZEN or FREEZING).
+func (g *group) frozen() bool {
+	if g.version == 2 {
+		return keyed(filepath.Join(g.dirs[""], "cgroup.events"), "frozen") == 1
+	}
+	b, _ := os.ReadFile(filepath.Join(g.dirs["freezer"], "freezer.state"))
+	s := strings.TrimSpace(string(b))
+	return s == "FROZEN" || s == "FREEZING"
 }

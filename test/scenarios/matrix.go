@@ -26,6 +26,7 @@ type matrixOptions struct {
 	Agents    []string
 	Cgroups   []int
 	Out       string
+	JSON      string
 	Rules     string
 	Window    time.Duration
 }
@@ -39,14 +40,19 @@ func cmdMatrix(ctx context.Context, log *slog.Logger, args []string) error {
 	out := fs.String("out", "SCENARIOS.md", "results file (rewritten after every cell)")
 	rules := fs.String("rules", "", "extra vigil rules directory (default: shipped rules only)")
 	window := fs.Duration("window", 0, "override every scenario's window")
+	jsonOut := fs.String("json", "", "also write the raw results as JSON to this file")
+	from := fs.String("from", "", "render -out from these comma-separated -json files instead of running (no -matrix needed)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *from != "" {
+		return renderFrom(split(*from), *out)
 	}
 	if !*run {
 		fs.Usage()
 		return errors.New("pass -matrix")
 	}
-	o := matrixOptions{Scenarios: split(*scs), Agents: split(*ags), Out: *out, Rules: *rules, Window: *window}
+	o := matrixOptions{Scenarios: split(*scs), Agents: split(*ags), Out: *out, JSON: *jsonOut, Rules: *rules, Window: *window}
 	for _, v := range split(*cgs) {
 		switch v {
 		case "1":
@@ -97,6 +103,12 @@ func runMatrix(ctx context.Context, log *slog.Logger, o matrixOptions) error {
 	flush := func() {
 		if err := os.WriteFile(o.Out, rep.markdown(), 0o644); err != nil {
 			log.Error("write results", "file", o.Out, "err", err)
+		}
+		if o.JSON != "" {
+			b, _ := json.MarshalIndent(rep, "", "  ")
+			if err := os.WriteFile(o.JSON, b, 0o644); err != nil {
+				log.Error("write results", "file", o.JSON, "err", err)
+			}
 		}
 	}
 	for _, v := range o.Cgroups {
@@ -358,4 +370,35 @@ func hostFacts() hostInfo {
 		}
 	}
 	return h
+}
+
+// renderFrom merges reports saved with -json (e.g. a v1 run and a v2 run
+// made separately) into one results file.
+func renderFrom(files []string, out string) error {
+	var merged *report
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var r report
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		if merged == nil {
+			merged = &r
+			continue
+		}
+		merged.Cells = append(merged.Cells, r.Cells...)
+		if r.Finished.IsZero() || merged.Finished.IsZero() {
+			merged.Finished = time.Time{}
+		} else if r.Finished.After(merged.Finished) {
+			merged.Finished = r.Finished
+		}
+		merged.Runs = append(merged.Runs, r.Options)
+	}
+	if merged == nil {
+		return errors.New("-from: no files")
+	}
+	return os.WriteFile(out, merged.markdown(), 0o644)
 }

@@ -12,6 +12,8 @@ type report struct {
 	Options           matrixOptions
 	Host              hostInfo
 	Cells             []CellResult
+	// Runs are the options of further runs merged with -from.
+	Runs []matrixOptions `json:",omitempty"`
 }
 
 func (r *report) add(c CellResult) { r.Cells = append(r.Cells, c) }
@@ -28,28 +30,48 @@ func yesNo(b bool) string {
 func (r *report) markdown() []byte {
 	var b bytes.Buffer
 	b.WriteString("# Scenarios: vigil, earlyoom, oomd and no agent against the same memory incidents\n\n")
-	b.WriteString("Produced by `go run ./test/scenarios -matrix")
-	if len(r.Options.Scenarios) != len(scenarios) {
-		fmt.Fprintf(&b, " -scenarios %s", strings.Join(r.Options.Scenarios, ","))
+	b.WriteString("Produced by ")
+	for i, o := range append([]matrixOptions{r.Options}, r.Runs...) {
+		if i > 0 {
+			b.WriteString(" and ")
+		}
+		writeCommand(&b, o)
 	}
-	if len(r.Options.Agents) != len(allAgents) {
-		fmt.Fprintf(&b, " -agents %s", strings.Join(r.Options.Agents, ","))
+	fmt.Fprintf(&b, " on %s (host: kernel %s, cgroup v%d, %d CPUs, %d MiB)", r.Started.Format("2006-01-02 15:04 MST"), r.Host.Kernel, r.Host.Cgroup, r.Host.CPUs, r.Host.MemMiB)
+	if len(r.Runs) > 0 {
+		b.WriteString(", merged with `-from`")
 	}
-	if len(r.Options.Cgroups) != 2 {
-		fmt.Fprintf(&b, " -cgroups %d", r.Options.Cgroups[0])
-	}
-	if r.Options.Rules != "" {
-		fmt.Fprintf(&b, " -rules %s", r.Options.Rules)
-	}
-	if r.Options.Window > 0 {
-		fmt.Fprintf(&b, " -window %s", r.Options.Window)
-	}
-	fmt.Fprintf(&b, "` on %s (host: kernel %s, cgroup v%d, %d CPUs, %d MiB).", r.Started.Format("2006-01-02 15:04 MST"), r.Host.Kernel, r.Host.Cgroup, r.Host.CPUs, r.Host.MemMiB)
+	b.WriteString(".")
 	if r.Finished.IsZero() {
 		b.WriteString(" **The run had not finished when this file was last written: cells not listed did not run.**")
 	}
 	b.WriteString("\n\n")
-	b.WriteString(`Every cell is a real run, nothing is simulated: cgroup v1 cells run on this host, cgroup v2 cells in the
+	b.WriteString(intro)
+	r.tables(&b)
+	return b.Bytes()
+}
+
+func writeCommand(b *bytes.Buffer, o matrixOptions) {
+	b.WriteString("`go run ./test/scenarios -matrix")
+	if len(o.Scenarios) != len(scenarios) {
+		fmt.Fprintf(b, " -scenarios %s", strings.Join(o.Scenarios, ","))
+	}
+	if len(o.Agents) != len(allAgents) {
+		fmt.Fprintf(b, " -agents %s", strings.Join(o.Agents, ","))
+	}
+	if len(o.Cgroups) != 2 {
+		fmt.Fprintf(b, " -cgroups %d", o.Cgroups[0])
+	}
+	if o.Rules != "" {
+		fmt.Fprintf(b, " -rules %s", o.Rules)
+	}
+	if o.Window > 0 {
+		fmt.Fprintf(b, " -window %s", o.Window)
+	}
+	b.WriteString("`")
+}
+
+const intro = `Every cell is a real run, nothing is simulated: cgroup v1 cells run on this host, cgroup v2 cells in the
 test/vm QEMU microVM (TCG, 2 vCPUs, 1 GiB, Debian's 6.1 kernel) running the same scenario binary and the
 same vigil build. Each scenario creates a parent cgroup under the runner's own cgroup holding the
 workload cgroup(s) ` + "`w-*`" + ` (opted in to vigil, dry-run off) and a protected ` + "`critical`" + ` cgroup (64 MiB limit,
@@ -83,7 +105,9 @@ Columns:
   and, on v2, of the scenario parent's memory.pressure; peak parent usage in MiB.
 - **vigil journal**: each record of the scenario's cgroups: id, rule, kind, steps (action:result), outcome.
 
-`)
+`
+
+func (r *report) tables(b *bytes.Buffer) {
 	for _, sc := range scenarios {
 		var cells []CellResult
 		for _, c := range r.Cells {
@@ -94,16 +118,16 @@ Columns:
 		if len(cells) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "## %s\n\n%s. Window %s", sc.Name, sc.Title, sc.Window)
+		fmt.Fprintf(b, "## %s\n\n%s. Window %s", sc.Name, sc.Title, sc.Window)
 		if r.Options.Window > 0 {
-			fmt.Fprintf(&b, " (overridden: %s)", r.Options.Window)
+			fmt.Fprintf(b, " (overridden: %s)", r.Options.Window)
 		}
 		b.WriteString(".\n\n")
 		b.WriteString("| cgroup | kernel | agent | kernel OOM kills | killed by agent | critical untouched | pressure → action | false positives | peak PSI node / parent | peak parent MiB | vigil journal | notes |\n")
 		b.WriteString("|---|---|---|---:|---:|---|---:|---:|---|---:|---|---|\n")
 		for _, c := range cells {
 			if c.Skipped != "" {
-				fmt.Fprintf(&b, "| v%d | %s | %s | not run: %s | | | | | | | | |\n", c.Cgroup, dash(c.Kernel), c.Agent, escape(c.Skipped))
+				fmt.Fprintf(b, "| v%d | %s | %s | not run: %s | | | | | | | | |\n", c.Cgroup, dash(c.Kernel), c.Agent, escape(c.Skipped))
 				continue
 			}
 			pta := "–"
@@ -122,6 +146,9 @@ Columns:
 				notes = append(notes, "first action "+c.FirstAction)
 			}
 			notes = append(notes, fmt.Sprintf("%d processes, window %.0f s", c.Processes, c.Window))
+			if len(c.FrozenAtEnd) > 0 {
+				notes = append(notes, "left frozen at the end of the window: "+strings.Join(c.FrozenAtEnd, ", "))
+			}
 			if c.Restarts > 0 {
 				notes = append(notes, fmt.Sprintf("%d restarts", c.Restarts))
 			}
@@ -129,13 +156,12 @@ Columns:
 				notes = append(notes, "critical: "+c.CriticalNote)
 			}
 			notes = append(notes, c.Notes...)
-			fmt.Fprintf(&b, "| v%d | %s | %s | %d | %d | %s | %s | %d | %.1f / %s | %.0f | %s | %s |\n",
+			fmt.Fprintf(b, "| v%d | %s | %s | %d | %d | %s | %s | %d | %.1f / %s | %.0f | %s | %s |\n",
 				c.Cgroup, c.Kernel, c.Agent, c.KernelOOMKills, c.AgentKills, yesNo(c.CriticalUntouched), pta,
 				c.FalsePositives, c.PeakNodePSI, parentPSI, c.PeakParentMiB, journalCell(c), escape(strings.Join(notes, "; ")))
 		}
 		b.WriteString("\n")
 	}
-	return b.Bytes()
 }
 
 func journalCell(c CellResult) string {
