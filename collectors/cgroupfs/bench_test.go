@@ -128,3 +128,25 @@ func BenchmarkParseMemoryStat(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPreadFloor preads the same held files as a sweep, without
+// parsing or deriving anything: the kernel's share of BenchmarkSweep.
+func BenchmarkPreadFloor(b *testing.B) {
+	for _, n := range []int{100, 500, 1000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			c, _ := benchGroup(b, n, 1)
+			buf := make([]byte, 16384)
+			cpu0 := cpuTime(b)
+			for b.Loop() {
+				for _, cg := range c.cgroups {
+					for _, fd := range cg.fds {
+						if fd >= 0 {
+							unix.Pread(int(fd), buf, 0)
+						}
+					}
+				}
+			}
+			b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N)/float64(len(c.cgroups)), "cpu-ns/cgroup")
+		})
+	}
+}
