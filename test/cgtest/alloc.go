@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,6 +86,8 @@ func runAllocator(spec string) int {
 		hold = 1<<63 - 1
 	}
 	time.Sleep(hold)
-	_ = keep
+	// Without this the buffers are dead after the loop and the GC hands
+	// their memory back to the kernel while the test still counts on it.
+	runtime.KeepAlive(keep)
 	return 0
 }

@@ -47,6 +47,11 @@ func TestAllocatorIsChargedToGroup(t *testing.T) {
 	Start(t, cmd)
 	usageFile := map[int]string{1: "memory.usage_in_bytes", 2: "memory.current"}[g.Version]
 	waitFor(t, func() bool { return g.ReadUint(t, "memory", usageFile) >= 32<<20 })
+	// The memory stays charged while the allocator holds it.
+	time.Sleep(500 * time.Millisecond)
+	if got := g.ReadUint(t, "memory", usageFile); got < 32<<20 {
+		t.Errorf("usage fell to %d bytes while the allocator holds 32 MiB", got)
+	}
 }
 
 func TestOOMKillInsideLimit(t *testing.T) {
