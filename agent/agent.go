@@ -294,6 +294,7 @@ func (a *Agent) protectSelf(cfg *config.Config) {
 	if cfg.Self.MemoryLimitBytes > 0 {
 		debug.SetMemoryLimit(cfg.Self.MemoryLimitBytes)
 	}
+	a.protectSelfCgroup(cfg)
 	if cfg.Self.OOMScoreAdj != 0 {
 		v := strconv.Itoa(cfg.Self.OOMScoreAdj)
 		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(v), 0); err != nil {

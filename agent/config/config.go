@@ -236,6 +236,15 @@ type Self struct {
 	OOMScoreAdj int `yaml:"oom_score_adj" json:"oom_score_adj"`
 	// MemoryLimitBytes is the Go runtime soft memory limit (0 = none).
 	MemoryLimitBytes int64 `yaml:"memory_limit_bytes" json:"memory_limit_bytes"`
+	// Cgroup is a dedicated cgroup (path from the cgroup root, e.g.
+	// /vigil.slice/agent) that vigil creates if missing and moves itself
+	// into at start; "" = stay where started. vigil writes only to a cgroup
+	// it created or one holding no other process.
+	Cgroup string `yaml:"cgroup" json:"cgroup"`
+	// MemoryMinBytes and MemoryLowBytes are written to Cgroup's memory.min
+	// and memory.low on cgroup v2 (0 = leave as is).
+	MemoryMinBytes int64 `yaml:"memory_min_bytes" json:"memory_min_bytes"`
+	MemoryLowBytes int64 `yaml:"memory_low_bytes" json:"memory_low_bytes"`
 }
 
 // FieldError is a validation error of one field, named by its YAML path
@@ -480,6 +489,15 @@ func (s *Self) Validate() error {
 	}
 	if s.MemoryLimitBytes < 0 {
 		errs = append(errs, fieldErr("memory_limit_bytes", "must not be negative, got %d", s.MemoryLimitBytes))
+	}
+	if s.Cgroup != "" && (!strings.HasPrefix(s.Cgroup, "/") || s.Cgroup == "/" || path.Clean(s.Cgroup) != s.Cgroup) {
+		errs = append(errs, fieldErr("cgroup", "want a clean absolute cgroup path other than /, got %q", s.Cgroup))
+	}
+	if s.MemoryMinBytes < 0 || s.MemoryLowBytes < 0 {
+		errs = append(errs, fieldErr("memory_min_bytes", "memory_min_bytes and memory_low_bytes must not be negative"))
+	}
+	if (s.MemoryMinBytes > 0 || s.MemoryLowBytes > 0) && s.Cgroup == "" {
+		errs = append(errs, fieldErr("cgroup", "memory_min_bytes and memory_low_bytes need a dedicated cgroup"))
 	}
 	return errors.Join(errs...)
 }
