@@ -382,3 +382,19 @@ func freePort() (string, error) {
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	return port, nil
 }
+
+// logCount counts the agent's log lines containing s.
+func (a *agent) logCount(s string) int {
+	if a.log == nil {
+		return 0
+	}
+	a.log.mu.Lock()
+	defer a.log.mu.Unlock()
+	n := 0
+	for _, l := range a.log.lines {
+		if strings.Contains(l.text, s) {
+			n++
+		}
+	}
+	return n
+}

@@ -472,6 +472,9 @@ sampling:
 			res.Journal = append(res.Journal, e)
 		}
 	}
+	if n := ag.logCount("not tracking more cgroups: limit reached"); n > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("vigil's cgroup cap was reached (%d memory cgroups on the machine): its discovery stops at the cap in walk order, so the scenario's cgroups may not have been tracked", countCgroups(c)))
+	}
 	if ag.exitedEarly() {
 		res.Notes = append(res.Notes, opts.Agent+" exited during the run: "+ag.tail())
 	}
@@ -512,4 +515,20 @@ func kernelRelease() string {
 		sb.WriteByte(byte(c))
 	}
 	return sb.String()
+}
+
+// countCgroups counts the memory cgroups on the machine (what vigil walks).
+func countCgroups(c *cell) int {
+	root := filepath.Join(cgroupRoot, "memory")
+	if c.version == 2 {
+		root = cgroupRoot
+	}
+	n := 0
+	_ = filepath.WalkDir(root, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
 }
