@@ -377,18 +377,21 @@ sampling:
 	for n, g := range c.work {
 		kernelKills += g.oomKills() - oom0[n]
 	}
+	var ended []*proc
 	for _, p := range procs {
 		select {
 		case <-p.done:
 		default:
-			p.cmd.Process.Signal(syscall.SIGCONT)
-			p.cmd.Process.Kill()
-			<-p.done
-			p.sig = 0 // ended by the scenario, not by an agent
+			_ = p.cmd.Process.Kill()
+			ended = append(ended, p)
 		}
 	}
-	// A frozen cgroup must be thawed for its processes to die.
+	// A frozen cgroup must be thawed for its killed processes to die.
 	c.thaw()
+	for _, p := range ended {
+		<-p.done
+		p.sig = 0 // ended by the scenario, not by an agent
+	}
 	ag.stop()
 	agentStopped = true
 	if opts.Agent == "vigil" {
