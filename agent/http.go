@@ -14,8 +14,8 @@ import (
 )
 
 // HTTP server limits: slow clients cannot hold connections, bodies are
-// bounded by api.max_body_bytes.
-const (
+// bounded by api.max_body_bytes. Variables so tests can shorten them.
+var (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 30 * time.Second
 	writeTimeout      = 60 * time.Second
