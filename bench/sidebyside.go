@@ -26,6 +26,9 @@ type SideBySideOptions struct {
 	// an uncached cAdvisor is skipped (reported in Skipped).
 	BuildPeers bool
 	WorkDir    string
+	// StartupTimeout bounds a peer's start to its first good scrape; a peer
+	// that misses it is reported (Note) and the run goes on.
+	StartupTimeout time.Duration
 }
 
 var peerNames = []string{"vigil", "cadvisor-1s", "cadvisor-10s", "node_exporter"}
@@ -52,6 +55,8 @@ type PeerResult struct {
 	// cgroups it tracked (every cgroup of the host, not only the bench's).
 	TickMeanMillis float64 `json:"tick_mean_ms,omitempty"`
 	Tracked        int     `json:"cgroups_tracked,omitempty"`
+	// Note says why a peer has no numbers (e.g. it never served metrics).
+	Note string `json:"note,omitempty"`
 }
 
 // SideBySideReport is the whole run.
@@ -79,10 +84,11 @@ func cmdSideBySide(ctx context.Context, log *slog.Logger, args []string, stdout 
 	peers := fs.String("peers", strings.Join(peerNames, ","), "peers to run")
 	build := fs.Bool("build", true, "build or install peers that are not cached")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
+	startup := fs.Duration("startup-timeout", 2*time.Minute, "longest a peer may take to serve its first metrics")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	opts := SideBySideOptions{Duration: *dur, Warmup: *warm, BuildPeers: *build, Peers: strings.Split(*peers, ",")}
+	opts := SideBySideOptions{Duration: *dur, Warmup: *warm, BuildPeers: *build, Peers: strings.Split(*peers, ","), StartupTimeout: *startup}
 	for _, s := range strings.Split(*counts, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 0 {
@@ -106,6 +112,9 @@ func cmdSideBySide(ctx context.Context, log *slog.Logger, args []string, stdout 
 // SideBySide runs every peer alone, one after the other, over the same
 // cgroups, for each count.
 func SideBySide(ctx context.Context, log *slog.Logger, opts SideBySideOptions) (*SideBySideReport, error) {
+	if opts.StartupTimeout == 0 {
+		opts.StartupTimeout = 2 * time.Minute
+	}
 	if opts.Warmup == 0 {
 		opts.Warmup = min(opts.Duration/6, 10*time.Second)
 	}
@@ -156,6 +165,10 @@ func SideBySide(ctx context.Context, log *slog.Logger, opts SideBySideOptions) (
 				}
 				var res PeerResult
 				res, err = measurePeer(ctx, log, p, n, opts, work)
+				if errors.Is(err, errNoStart) {
+					res.Note, err = err.Error(), nil
+					log.Warn("peer never served metrics", "peer", name, "cgroups", n, "err", res.Note)
+				}
 				if err != nil {
 					break
 				}
@@ -220,6 +233,8 @@ func resolvePeer(ctx context.Context, log *slog.Logger, name string, build bool,
 	return peer{}, fmt.Errorf("unknown peer %q", name)
 }
 
+var errNoStart = errors.New("no metrics served")
+
 // measurePeer starts p, waits for its first good scrape, then scrapes once
 // a second for warmup+duration while sampling its CPU time and RSS.
 func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts SideBySideOptions, work string) (PeerResult, error) {
@@ -243,8 +258,8 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		if time.Since(started) > 2*time.Minute {
-			return res, fmt.Errorf("%s: no metrics within 2m", p.Name)
+		if time.Since(started) > opts.StartupTimeout {
+			return res, fmt.Errorf("%s: %w within %v", p.Name, errNoStart, opts.StartupTimeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -356,6 +371,10 @@ func writeSideBySide(w io.Writer, rep *SideBySideReport) {
 			if r.Cgroups != n {
 				continue
 			}
+			if r.Note != "" {
+				fmt.Fprintf(w, "| %s | %s | %s | | | | | | | | |\n", r.Peer, r.Version, r.Note)
+				continue
+			}
 			if r.Peer == "vigil" {
 				vigil = &rep.Results[i]
 			}
@@ -367,7 +386,7 @@ func writeSideBySide(w io.Writer, rep *SideBySideReport) {
 				vigil.Tracked, vigil.TickMeanMillis, 1000*vigil.TickMeanMillis/float64(max(vigil.Tracked, 1)))
 			fmt.Fprintln(w)
 			for _, r := range rep.Results {
-				if r.Cgroups != n || r.Peer == "vigil" {
+				if r.Cgroups != n || r.Peer == "vigil" || r.Note != "" {
 					continue
 				}
 				fmt.Fprintf(w, "- vigil/%s: CPU %s, steady RSS %s, scrape p95 %s (%s faster)\n", r.Peer,
