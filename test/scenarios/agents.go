@@ -126,7 +126,14 @@ func startAgent(ctx context.Context, c *cell, g *group) (*agent, error) {
 		}
 		a.listen = "127.0.0.1:" + port
 		a.vigil = c.opts.Vigil
-		a.db = filepath.Join(c.opts.WorkDir, fmt.Sprintf("journal-%s-v%d-%s.db", c.sc.Name, c.version, randomSuffix()))
+		// The journal (bbolt, mmap) needs a local file system: in the
+		// microVM the work directory is a 9p share, /tmp a tmpfs.
+		jdir, err := os.MkdirTemp("", "vigil-scenario-journal-")
+		if err != nil {
+			return nil, err
+		}
+		c.cleanups = append(c.cleanups, func() { os.RemoveAll(jdir) })
+		a.db = filepath.Join(jdir, fmt.Sprintf("journal-%s-v%d.db", c.sc.Name, c.version))
 		conf := filepath.Join(c.opts.WorkDir, "vigil.yaml")
 		if err := os.WriteFile(conf, vigilConfig(c, a.listen, a.db), 0o644); err != nil {
 			return nil, err
@@ -146,7 +153,7 @@ func startAgent(ctx context.Context, c *cell, g *group) (*agent, error) {
 	}
 	go func() { _ = a.cmd.Wait(); close(a.done) }()
 	if a.name == "vigil" {
-		if err := a.waitReady(ctx, 30*time.Second); err != nil {
+		if err := a.waitReady(ctx, 90*time.Second); err != nil {
 			a.stop()
 			return nil, fmt.Errorf("%w; log: %s", err, a.tail())
 		}
@@ -234,17 +241,23 @@ func (a *agent) tail() string {
 	return strings.Join(s, " | ")
 }
 
-// killLine matches a peer's log line announcing a kill.
-var killLine = regexp.MustCompile(`(?i)sending SIG|\bkilled\b|\bkilling\b`)
+// killLine matches a peer's log line announcing a kill (earlyoom:
+// "sending SIGTERM to process 123 ..."; its start-up line "sending SIGTERM
+// when mem <= ..." does not match).
+var killLine = map[string]*regexp.Regexp{
+	"earlyoom": regexp.MustCompile(`sending SIG[A-Z]+ to process`),
+	"oomd":     regexp.MustCompile(`(?i)\bkill(ed|ing)\b`),
+}
 
 func (a *agent) firstKillLine() time.Time {
-	if a.log == nil || a.name == "vigil" {
+	re := killLine[a.name]
+	if a.log == nil || re == nil {
 		return time.Time{}
 	}
 	a.log.mu.Lock()
 	defer a.log.mu.Unlock()
 	for _, l := range a.log.lines {
-		if killLine.MatchString(l.text) {
+		if re.MatchString(l.text) {
 			return l.at
 		}
 	}
