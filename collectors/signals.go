@@ -82,6 +82,7 @@ var CgroupSignals = []CgroupSignal{
 	{Name: "events.max", Metric: "vigil_cgroup_memory_events_max_total", Unit: "count", Counter: true, Help: "memory.events max (v2) or failcnt (v1): times usage hit the limit.", Value: func(c *CgroupSample) float64 { return u(c.Events.Max) }},
 	{Name: "events.oom", Metric: "vigil_cgroup_memory_events_oom_total", Unit: "count", Counter: true, Help: "memory.events oom (v2).", Value: func(c *CgroupSample) float64 { return u(c.Events.OOM) }},
 	{Name: "events.oom_kill", Metric: "vigil_cgroup_memory_events_oom_kill_total", Unit: "count", Counter: true, Help: "Processes killed by the kernel OOM killer in this cgroup.", Value: func(c *CgroupSample) float64 { return u(c.Events.OOMKill) }},
+	{Name: "kernel_oom_kills", Metric: "vigil_cgroup_kernel_oom_kills_total", Unit: "count", Counter: true, Help: "Kernel OOM kills of tasks in this cgroup read from the kernel log (/dev/kmsg) since vigil started.", Value: func(c *CgroupSample) float64 { return u(c.KernelOOMKills) }},
 	{Name: "events.under_oom", Metric: "vigil_cgroup_memory_under_oom", Unit: "count", Help: "1 while a v1 cgroup is under OOM with the killer disabled.", Value: func(c *CgroupSample) float64 { return u(c.Events.UnderOOM) }},
 
 	{Name: "psi.memory.some_avg10", Metric: "vigil_cgroup_memory_pressure_some_avg10_percent", Unit: "percent", Help: "memory.pressure some avg10 (share of time some task stalled on memory).", Value: func(c *CgroupSample) float64 { return c.Pressure.Some.Avg10 }},

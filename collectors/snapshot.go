@@ -35,6 +35,40 @@ type Snapshot struct {
 	// Alerts are external alerts (Alertmanager webhook) active at Time, fed in
 	// as signals so that rules can fire from them.
 	Alerts []Alert `json:"alerts,omitempty"`
+	// KernelOOMKills are the kernel OOM kills read from the kernel log
+	// (/dev/kmsg) since the previous snapshot, oldest first.
+	KernelOOMKills []KernelOOMKill `json:"kernel_oom_kills,omitempty"`
+}
+
+// KernelOOMKill is one process the kernel OOM killer killed, as its report in
+// the kernel log tells it.
+type KernelOOMKill struct {
+	Time time.Time `json:"time"`
+	// Seq is the kernel log sequence number of the kill line.
+	Seq uint64 `json:"seq"`
+	// CgroupPath is the killed task's memory cgroup (task_memcg), relative
+	// to the hierarchy root like CgroupSample.Path; OOMMemcg is the cgroup
+	// whose limit was hit ("/" for a node-wide OOM).
+	CgroupPath string `json:"cgroup_path"`
+	OOMMemcg   string `json:"oom_memcg,omitempty"`
+	// Constraint is CONSTRAINT_MEMCG for a cgroup limit, CONSTRAINT_NONE
+	// for a node-wide OOM.
+	Constraint string `json:"constraint"`
+	Global     bool   `json:"global,omitempty"`
+	PID        int    `json:"pid"`
+	Comm       string `json:"comm"`
+	// Memory of the killed task at the kill.
+	AnonRSSBytes  uint64 `json:"anon_rss_bytes"`
+	FileRSSBytes  uint64 `json:"file_rss_bytes"`
+	ShmemRSSBytes uint64 `json:"shmem_rss_bytes"`
+	TotalVMBytes  uint64 `json:"total_vm_bytes"`
+	OOMScoreAdj   int    `json:"oom_score_adj"`
+	// MemcgUsageBytes and MemcgLimitBytes come from the report's memory
+	// dump (0 when absent).
+	MemcgUsageBytes uint64 `json:"memcg_usage_bytes,omitempty"`
+	MemcgLimitBytes uint64 `json:"memcg_limit_bytes,omitempty"`
+	// Report holds the report's lines, header to kill.
+	Report []string `json:"report,omitempty"`
 }
 
 // Hierarchy describes the cgroup layout vigil detected under the host root.
@@ -61,6 +95,10 @@ type CgroupSample struct {
 	Events   MemoryEvents `json:"events"`
 	Pressure Pressure     `json:"pressure"`
 	Derived  Derived      `json:"derived"`
+	// KernelOOMKills counts the kernel OOM kills in this cgroup read from
+	// the kernel log since vigil started (0 when the kernel log is not
+	// read).
+	KernelOOMKills uint64 `json:"kernel_oom_kills,omitempty"`
 }
 
 // Unlimited is the value vigil uses for a limit that is not set ("max" on v2,
