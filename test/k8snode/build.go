@@ -6,7 +6,13 @@
 // into $XDG_CACHE_HOME/vigil-test/k8s/<version>/ (behind a file lock) and
 // reused by every later run.
 //
-// Run the heavy tests alone with: go test ./test/k8snode -run 'TestNode' -v
+// The light tests run with every go test ./...; the heavy full-node tests
+// (TestNode*, root and the Debian packages containerd, runc and
+// containernetworking-plugins) run only when asked for:
+//
+//	go test ./test/k8snode -run TestNode -v -timeout 20m    # or VIGIL_K8S_NODE=1
+//
+// VIGIL_K8S_KEEP=1 keeps the directories with configs and logs.
 package k8snode
 
 import (

@@ -44,9 +44,7 @@ func TestStartAPI(t *testing.T) {
 // TestNodeRunsPod is heavy (a full node, ~30 s): run it alone with
 // go test ./test/k8snode -run TestNode -v. Skipped with -short.
 func TestNodeRunsPod(t *testing.T) {
-	if testing.Short() {
-		t.Skip("full node: skipped with -short")
-	}
+	RequireHeavy(t)
 	n := StartNode(t, false)
 	ctx := context.Background()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "first", Namespace: "default"},

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -521,4 +522,22 @@ serializeImagePulls: false
 func execCommand(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
+}
+
+// RequireHeavy skips t unless heavy node tests were asked for: with
+// VIGIL_K8S_NODE=1, or by naming them in -run (go test -run TestNode).
+// A plain go test ./... stays light (API-server tests only); -short skips
+// them always.
+func RequireHeavy(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("full node: skipped with -short")
+	}
+	if os.Getenv("VIGIL_K8S_NODE") == "1" {
+		return
+	}
+	if f := flag.Lookup("test.run"); f != nil && strings.Contains(f.Value.String(), "TestNode") {
+		return
+	}
+	t.Skip("full node: run with VIGIL_K8S_NODE=1 or go test ./test/k8snode -run TestNode -v")
 }

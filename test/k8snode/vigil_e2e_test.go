@@ -2,6 +2,7 @@ package k8snode
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,9 +30,7 @@ const vigilPort = 19847
 //
 //	go test ./test/k8snode -run TestNodeVigilDaemonSet -v -timeout 20m
 func TestNodeVigilDaemonSet(t *testing.T) {
-	if testing.Short() {
-		t.Skip("full node: skipped with -short")
-	}
+	RequireHeavy(t)
 	n := StartNode(t, true)
 	ctx := context.Background()
 	work := t.TempDir()
@@ -198,6 +197,15 @@ remediation:
 		}
 		return nil
 	}); err != nil {
+		body, _ := get(t, base+"/api/v1/snapshot")
+		var kube []string
+		for _, part := range strings.Split(body, `"path":`) {
+			if strings.HasPrefix(part, `"/kubepods`) {
+				kube = append(kube, part[:min(len(part), 400)])
+			}
+		}
+		t.Logf("snapshot: %d bytes, kubepods cgroups:\n%s", len(body), strings.Join(kube, "\n"))
+		t.Logf("vigil logs:\n%s", n.tryKubectl("logs", "-n", "vigil", vigilPod, "--tail=60"))
 		t.Fatal(err)
 	}
 
@@ -239,9 +247,33 @@ remediation:
 	} else {
 		t.Logf("event: %s", evs.Items[0].Message)
 	}
-	// The journal (on the hostPath) names the pod.
+	// The journal (on the hostPath) records the remediation with the pod's name.
 	body, code := get(t, base+"/api/v1/remediations")
-	t.Logf("journal endpoint: %d (%d bytes)", code, len(body))
+	var records struct {
+		Remediations []struct {
+			ID     string `json:"id"`
+			Target struct {
+				Identity struct{ Namespace, Pod, Container string } `json:"identity"`
+			} `json:"target"`
+			Steps []struct{ Action, Result string } `json:"steps"`
+		} `json:"remediations"`
+	}
+	if err := json.Unmarshal([]byte(body), &records); err != nil || code != http.StatusOK {
+		t.Fatalf("journal: %d %v", code, err)
+	}
+	found := false
+	for _, r := range records.Remediations {
+		id := r.Target.Identity
+		for _, st := range r.Steps {
+			if id.Namespace == "leak" && id.Pod == "hog-vigil" && id.Container == "hog" && st.Action == "restart-container" && st.Result == "applied" {
+				found = true
+				t.Logf("journal: remediation %s on leak/hog-vigil/hog: %+v", r.ID, r.Steps)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("journal has no applied restart-container step for leak/hog-vigil/hog (%d records)", len(records.Remediations))
+	}
 }
 
 func (n *Node) tryKubectl(args ...string) string {
