@@ -49,11 +49,146 @@ type Config struct {
 	Self        Self        `yaml:"self" json:"self"`
 	Kubernetes  Kubernetes  `yaml:"kubernetes" json:"kubernetes"`
 	Webhooks    Webhooks    `yaml:"webhooks" json:"webhooks"`
+	Forward     Forward     `yaml:"forward" json:"forward"`
+	Tracing     Tracing     `yaml:"tracing" json:"tracing"`
+	Kmsg        Kmsg        `yaml:"kmsg" json:"kmsg"`
+}
+
+// Forward configures forwarding of kernel OOM events and remediation
+// records to a Fluentd / Fluent Bit forward endpoint. Off while Address is
+// empty.
+type Forward struct {
+	// Address is host:port or unix:///path of a Forward input.
+	Address string `yaml:"address" json:"address"`
+	// TagPrefix prefixes the Fluent tags (<prefix>.oom, <prefix>.remediation).
+	TagPrefix string `yaml:"tag_prefix" json:"tag_prefix"`
+	// BufferRecords bounds the records waiting to be sent; past it records
+	// are dropped and counted (vigil_forward_dropped_total).
+	BufferRecords int `yaml:"buffer_records" json:"buffer_records"`
+	// Timeout bounds dial, write and acknowledgement read.
+	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	// NoAck turns off Forward acknowledgements (records may then vanish in
+	// a dead connection).
+	NoAck bool `yaml:"no_ack" json:"no_ack"`
+}
+
+// Tracing configures vigil's own OpenTelemetry traces: one trace per
+// remediation, ladder steps as child spans. Off while Endpoint is empty.
+type Tracing struct {
+	// Endpoint is the OTLP endpoint: a URL for http (http://collector:4318)
+	// or host:port for grpc.
+	Endpoint string `yaml:"endpoint" json:"endpoint"`
+	// Protocol is http or grpc.
+	Protocol string `yaml:"protocol" json:"protocol"`
+	// Insecure turns TLS off for grpc.
+	Insecure bool              `yaml:"insecure" json:"insecure"`
+	Headers  map[string]string `yaml:"headers" json:"headers"`
+	// SampleRatio is the share of evaluation ticks traced (0..1); every
+	// remediation is traced.
+	SampleRatio float64 `yaml:"sample_ratio" json:"sample_ratio"`
+	ServiceName string  `yaml:"service_name" json:"service_name"`
+}
+
+// Kmsg configures reading kernel OOM-killer reports from the kernel log.
+type Kmsg struct {
+	// Enabled reads <host_root>/dev/kmsg; when it is unreadable vigil runs
+	// on without it, degraded (vigil_degraded{reason="kmsg"}).
+	Enabled bool `yaml:"enabled" json:"enabled"`
+	// CursorFile persists the position in the kernel log ("" = kmsg.cursor
+	// next to the journal), so a restart neither repeats nor loses reports.
+	CursorFile string `yaml:"cursor_file" json:"cursor_file"`
+}
+
+// Validate checks the forward section.
+func (f *Forward) Validate() error {
+	var errs []error
+	if f.BufferRecords < 1 {
+		errs = append(errs, fieldErr("buffer_records", "must be at least 1, got %d", f.BufferRecords))
+	}
+	if f.Timeout <= 0 {
+		errs = append(errs, fieldErr("timeout", "must be positive, got %v", f.Timeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the tracing section.
+func (t *Tracing) Validate() error {
+	var errs []error
+	switch t.Protocol {
+	case "http", "grpc":
+	default:
+		errs = append(errs, fieldErr("protocol", "want http or grpc, got %q", t.Protocol))
+	}
+	if t.SampleRatio < 0 || t.SampleRatio > 1 {
+		errs = append(errs, fieldErr("sample_ratio", "want 0..1, got %v", t.SampleRatio))
+	}
+	return errors.Join(errs...)
 }
 
 // Webhooks configures alert webhooks.
 type Webhooks struct {
-	Inbound InboundAlerts `yaml:"inbound" json:"inbound"`
+	Inbound  InboundAlerts    `yaml:"inbound" json:"inbound"`
+	Outbound OutboundWebhooks `yaml:"outbound" json:"outbound"`
+}
+
+// OutboundWebhooks configures the events vigil POSTs (remediation.started,
+// remediation.step, remediation.outcome, oom.missed), signed, through a
+// persisted outbox. Off while Endpoints is empty.
+type OutboundWebhooks struct {
+	// OutboxPath is the outbox database ("" = outbox.db next to the
+	// journal).
+	OutboxPath string `yaml:"outbox_path" json:"outbox_path"`
+	// MinBackoff and MaxBackoff bound the retry backoff of one event.
+	MinBackoff time.Duration      `yaml:"min_backoff" json:"min_backoff"`
+	MaxBackoff time.Duration      `yaml:"max_backoff" json:"max_backoff"`
+	Endpoints  []OutboundEndpoint `yaml:"endpoints" json:"endpoints"`
+}
+
+// OutboundEndpoint is one receiver of outbound events.
+type OutboundEndpoint struct {
+	// Name keys the endpoint's queue in the outbox: keep it stable.
+	Name string `yaml:"name" json:"name"`
+	URL  string `yaml:"url" json:"url"`
+	// SecretFile holds the HMAC-SHA256 signing secret (16+ bytes).
+	SecretFile string `yaml:"secret_file" json:"secret_file"`
+	// Types limits the event types sent (empty: all).
+	Types []string `yaml:"types" json:"types"`
+	// Format is event (vigil's JSON) or alertmanager (URL is an
+	// Alertmanager's /api/v2/alerts).
+	Format string `yaml:"format" json:"format"`
+	// BearerTokenFile, when set, holds a token sent as Authorization: Bearer.
+	BearerTokenFile string `yaml:"bearer_token_file" json:"bearer_token_file"`
+}
+
+// Validate checks the outbound webhook settings.
+func (w *OutboundWebhooks) Validate() error {
+	var errs []error
+	if w.MinBackoff <= 0 || w.MaxBackoff < w.MinBackoff {
+		errs = append(errs, fieldErr("min_backoff", "want 0 < min_backoff <= max_backoff, got %v and %v", w.MinBackoff, w.MaxBackoff))
+	}
+	names := map[string]bool{}
+	for i, e := range w.Endpoints {
+		switch {
+		case e.Name == "":
+			errs = append(errs, fieldErr(fmt.Sprintf("endpoints[%d].name", i), "must be set"))
+		case names[e.Name]:
+			errs = append(errs, fieldErr(fmt.Sprintf("endpoints[%d].name", i), "duplicate %q", e.Name))
+		}
+		names[e.Name] = true
+		if !strings.HasPrefix(e.URL, "http://") && !strings.HasPrefix(e.URL, "https://") {
+			errs = append(errs, fieldErr(fmt.Sprintf("endpoints[%d].url", i), "want an http(s) URL, got %q", e.URL))
+		}
+		switch e.Format {
+		case "", "event":
+			if e.SecretFile == "" {
+				errs = append(errs, fieldErr(fmt.Sprintf("endpoints[%d].secret_file", i), "must be set: events are signed"))
+			}
+		case "alertmanager":
+		default:
+			errs = append(errs, fieldErr(fmt.Sprintf("endpoints[%d].format", i), "want event or alertmanager, got %q", e.Format))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // InboundAlerts configures POST /api/v1/alerts, where Alertmanager delivers
@@ -324,6 +459,9 @@ func (c *Config) Validate() error {
 		prefix("self", c.Self.Validate()),
 		prefix("kubernetes", c.Kubernetes.Validate()),
 		prefix("webhooks.inbound", c.Webhooks.Inbound.Validate()),
+		prefix("webhooks.outbound", c.Webhooks.Outbound.Validate()),
+		prefix("forward", c.Forward.Validate()),
+		prefix("tracing", c.Tracing.Validate()),
 	)
 	return errors.Join(unjoin(errors.Join(errs...))...)
 }
