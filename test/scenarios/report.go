@@ -131,8 +131,13 @@ func (r *report) tables(b *bytes.Buffer) {
 				continue
 			}
 			pta := "–"
-			if c.PressureToAction >= 0 {
+			switch {
+			case c.FirstAction != "" && c.FirstPressure != "" && c.PressureToAction <= 0:
+				pta = fmt.Sprintf("%.1f s (acted before the 200 ms sampler saw pressure)", c.PressureToAction)
+			case c.FirstAction != "" && c.FirstPressure != "":
 				pta = fmt.Sprintf("%.1f s", c.PressureToAction)
+			case c.FirstAction != "":
+				pta = "acted, no pressure sample"
 			}
 			parentPSI := "n/a (v1)"
 			if c.Cgroup == 2 {
@@ -182,6 +187,9 @@ func journalCell(c CellResult) string {
 			s += " [" + strings.Join(e.Steps, ", ") + "]"
 		}
 		s += " → **" + e.Outcome + "**"
+		if !e.Done && e.Kind == "remediation" {
+			s += " (measured 15 s after the decision; the 60 s measurement was not in when the cell ended)"
+		}
 		parts = append(parts, s)
 	}
 	return escape(strings.Join(parts, "<br>"))
