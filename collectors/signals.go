@@ -91,6 +91,14 @@ var CgroupSignals = []CgroupSignal{
 	{Name: "psi.memory.full_avg60", Metric: "", Unit: "percent", Help: "memory.pressure full avg60.", Value: func(c *CgroupSample) float64 { return c.Pressure.Full.Avg60 }},
 	{Name: "psi.memory.some_total", Metric: "vigil_cgroup_memory_pressure_some_seconds_total", Unit: "seconds", Counter: true, Help: "Cumulative time some task stalled on memory.", Value: func(c *CgroupSample) float64 { return float64(c.Pressure.Some.Total) / 1e6 }},
 	{Name: "psi.memory.full_total", Metric: "vigil_cgroup_memory_pressure_full_seconds_total", Unit: "seconds", Counter: true, Help: "Cumulative time all tasks stalled on memory.", Value: func(c *CgroupSample) float64 { return float64(c.Pressure.Full.Total) / 1e6 }},
+
+	// Container logs and traces: exported per pattern and per service by
+	// their own collectors, not per cgroup. NaN when there is no source.
+	{Name: "log.matches_total", Metric: "", Unit: "count", Counter: true, Help: "Container log messages that matched any configured pattern (one pattern: log_matches(\"name\")); NaN without log files.", Value: logMatchesTotal},
+	{Name: "service.request_rate", Metric: "", Unit: "per_second", Help: "Requests per second of the service whose OTLP spans are joined to the cgroup; NaN without one.", Value: func(c *CgroupSample) float64 { return serviceValue(c, c.Service.RequestsPerSecond) }},
+	{Name: "service.error_ratio", Metric: "", Unit: "ratio", Help: "Share of the service's requests that failed over the OTLP window; NaN without a service.", Value: func(c *CgroupSample) float64 { return serviceValue(c, c.Service.ErrorRatio) }},
+	{Name: "service.p99_latency_seconds", Metric: "", Unit: "seconds", Help: "99th percentile request latency of the service over the OTLP window; NaN without a service.", Value: func(c *CgroupSample) float64 { return serviceValue(c, c.Service.P99LatencySeconds) }},
+	{Name: "service.requests", Metric: "", Unit: "count", Help: "Requests of the service in the OTLP window; NaN without a service.", Value: func(c *CgroupSample) float64 { return serviceValue(c, u(c.Service.Requests)) }},
 }
 
 // NodeSignals lists every node-wide signal. Rules see them under "node."

@@ -95,6 +95,15 @@ type CgroupSample struct {
 	Events   MemoryEvents `json:"events"`
 	Pressure Pressure     `json:"pressure"`
 	Derived  Derived      `json:"derived"`
+	// LogMatches are the cumulative pattern counters of the container's (for
+	// a pod cgroup: its containers') CRI log files, one per configured
+	// pattern, sorted by pattern; nil when the cgroup has no followed log
+	// files. Filled by the pod logs enricher.
+	LogMatches []LogMatch `json:"log_matches,omitempty"`
+	// Service holds the RED signals of the service(s) whose OTLP spans were
+	// joined to this cgroup (Present false when none). Filled by the OTLP
+	// enricher.
+	Service ServiceSample `json:"service,omitzero"`
 	// KernelOOMKills counts the kernel OOM kills in this cgroup read from
 	// the kernel log since vigil started (0 when the kernel log is not
 	// read).

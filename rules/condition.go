@@ -211,6 +211,11 @@ func newEnvironment(target string) (*environment, error) {
 		opts = append(opts, historyFunction(hf))
 		macros = append(macros, cel.GlobalMacro(hf.name, hf.argc, e.historyMacro(hf)))
 	}
+	if target == TargetCgroup {
+		fn, macro := logEnvOptions()
+		opts = append(opts, fn)
+		macros = append(macros, macro)
+	}
 	macros = append(macros,
 		cel.GlobalMacro("alert", 1, ctxMacro(alertFn)),
 		cel.GlobalMacro("target_alert", 1, ctxMacro(targetAlertFn)))
@@ -253,13 +258,22 @@ func ctxMacro(internal string) parser.MacroExpander {
 // evaluated, and the window is checked when the rule loads.
 func (e *environment) historyMacro(hf historyFunc) parser.MacroExpander {
 	return func(eh parser.ExprHelper, _ ast.Expr, args []ast.Expr) (ast.Expr, *common.Error) {
-		name, ok := qualifiedName(args[0])
-		if !ok {
-			return nil, eh.NewError(args[0].ID(), fmt.Sprintf("%s: the first argument must be a signal name, e.g. %s(working_set_bytes, \"5m\")", hf.name, hf.name))
+		id, isLog, err := logCall(args[0])
+		if err != nil {
+			return nil, eh.NewError(args[0].ID(), fmt.Sprintf("%s: %v", hf.name, err))
 		}
-		id, ok := e.names[name]
-		if !ok {
-			return nil, eh.NewError(args[0].ID(), fmt.Sprintf("%s: unknown %s signal %q", hf.name, e.target, name))
+		if isLog && e.target != TargetCgroup {
+			return nil, eh.NewError(args[0].ID(), fmt.Sprintf("%s: %s is a cgroup signal", hf.name, logMatchesFn))
+		}
+		if !isLog {
+			name, ok := qualifiedName(args[0])
+			if !ok {
+				return nil, eh.NewError(args[0].ID(), fmt.Sprintf("%s: the first argument must be a signal name, e.g. %s(working_set_bytes, \"5m\")", hf.name, hf.name))
+			}
+			id, ok = e.names[name]
+			if !ok {
+				return nil, eh.NewError(args[0].ID(), fmt.Sprintf("%s: unknown %s signal %q", hf.name, e.target, name))
+			}
 		}
 		var window time.Duration
 		if hf.argc >= 2 {
@@ -507,6 +521,14 @@ func (c *Condition) collect(a *ast.AST, e *environment) {
 			return
 		}
 		call := x.AsCall()
+		if call.FunctionName() == logFn {
+			if id, ok := logCallID(call); ok {
+				if name, ok := logPatternName(id); ok {
+					add(logSignalText(name), id)
+				}
+			}
+			return
+		}
 		for _, hf := range historyFuncs {
 			if call.FunctionName() != hf.internal {
 				continue
@@ -520,7 +542,11 @@ func (c *Condition) collect(a *ast.AST, e *environment) {
 				return
 			}
 			id, window := unpackSpec(int64(spec))
-			cs := callSite{kind: hf.kind, sig: signalRef{name: nameOf[id], id: id}, window: window}
+			name := nameOf[id]
+			if pattern, ok := logPatternName(id); ok {
+				name = logSignalText(pattern)
+			}
+			cs := callSite{kind: hf.kind, sig: signalRef{name: name, id: id}, window: window}
 			if hf.horizon && len(args) == 3 && args[2].Kind() == ast.LiteralKind {
 				if h, ok := args[2].AsLiteral().(types.Double); ok {
 					cs.horizon = time.Duration(float64(h) * float64(time.Second))

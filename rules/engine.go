@@ -220,7 +220,7 @@ func (e *Engine) evaluate(snap *collectors.Snapshot, now time.Time) []Finding {
 			continue
 		}
 		for _, si := range set.cgroupSignals {
-			t.series.set(si, collectors.CgroupSignals[si].Value(c))
+			t.series.set(si, cgroupValue(si, c))
 		}
 		ctx.target, ctx.path, ctx.isNode = t.series, t.path, false
 		for _, ri := range t.match {
@@ -294,8 +294,8 @@ func (e *Engine) refresh(t *target, c *collectors.CgroupSample) {
 	}
 	// History rings follow the signals the set keeps history for.
 	if len(t.match) > 0 || t.kind == TargetNode {
-		n, windows := len(collectors.CgroupSignals), set.cgroupWindows
-		counter := func(i int) bool { return collectors.CgroupSignals[i].Counter }
+		n, windows := cgroupSlots, set.cgroupWindows
+		counter := cgroupCounter
 		if t.kind == TargetNode {
 			n, windows = len(collectors.NodeSignals), set.nodeWindows
 			counter = func(i int) bool { return collectors.NodeSignals[i].Counter }
@@ -530,13 +530,13 @@ func (e *Engine) Verify(c *Condition, snap *collectors.Snapshot, tgt Target) (bo
 		if sample == nil {
 			return false, nil, fmt.Errorf("verify %s: %w", tgt.Path, ErrTargetGone)
 		}
-		s := newSeries(len(collectors.CgroupSignals))
+		s := newSeries(cgroupSlots)
 		if t := e.targets[tgt.Path]; t != nil && t.series != nil {
 			s.rings = t.series.rings
 		}
 		for _, r := range c.refs {
 			if !r.id.isNode() {
-				s.set(int(r.id), collectors.CgroupSignals[r.id].Value(sample))
+				s.set(int(r.id), cgroupValue(int(r.id), sample))
 			}
 		}
 		ctx.target, ctx.path = s, tgt.Path

@@ -176,6 +176,14 @@ func (nc *nativeCompiler) numberCall(e ast.Expr) (numFn, bool) {
 		kind, sp := hf.kind, int64(spec)
 		return func(c *evalContext) float64 { return c.history(kind, sp, horizon) }, true
 	}
+	if call.FunctionName() == logFn {
+		id, ok := logCallID(call)
+		if !ok || id.isNode() {
+			return nil, false
+		}
+		i := int(id)
+		return func(c *evalContext) float64 { return c.target.vals[i] }, true
+	}
 	return nil, false
 }
 

@@ -120,6 +120,9 @@ func (r *ring) push(t int64, raw float64) {
 	if r.n > 0 && t < r.ts[r.head] {
 		return // out of order (an older partial snapshot): ignore
 	}
+	if r.counter && math.IsNaN(raw) {
+		return // no reading (e.g. no log files yet): no sample, as in Prometheus
+	}
 	v := r.adjusted(raw)
 	if r.counter {
 		if r.n > 0 && raw < r.lastRaw {

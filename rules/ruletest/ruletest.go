@@ -246,7 +246,7 @@ func runTest(set *rules.RuleSet, td *testDoc, interval time.Duration) []string {
 			}
 		}
 		for sig, s := range cd.Series {
-			if cgroupSetters[sig] == nil {
+			if cgroupSetter(sig) == nil {
 				failf("cgroup %s: unknown cgroup signal %q", cd.Path, sig)
 				continue
 			}
@@ -351,7 +351,7 @@ func runTest(set *rules.RuleSet, td *testDoc, interval time.Duration) []string {
 			c.Identity = identity(&cr.doc.Identity)
 			for sig, pts := range cr.series {
 				if v, ok := valueAt(pts, i); ok {
-					cgroupSetters[sig](&c, v)
+					cgroupSetter(sig)(&c, v)
 				}
 			}
 			snap.Cgroups = append(snap.Cgroups, c)

@@ -3,6 +3,8 @@ package ruletest
 import (
 	"math"
 	"reflect"
+	"strconv"
+	"strings"
 
 	"github.com/vigil-agent/vigil/collectors"
 )
@@ -109,4 +111,55 @@ func baseCgroup() collectors.CgroupSample {
 	c.Derived.HeadroomBytes = collectors.Unlimited
 	c.Derived.SecondsToLimit = collectors.Float(math.Inf(1))
 	return c
+}
+
+// Signals that probing cannot find: the service signals read only while
+// Service.Present, and the container log counters. A rule test series may
+// also name one pattern's counter as log_matches("name").
+func init() {
+	service := func(f func(*collectors.ServiceSample, float64)) setter[collectors.CgroupSample] {
+		return func(c *collectors.CgroupSample, v float64) {
+			c.Service.Present = true
+			f(&c.Service, v)
+		}
+	}
+	cgroupSetters["service.request_rate"] = service(func(s *collectors.ServiceSample, v float64) { s.RequestsPerSecond = v })
+	cgroupSetters["service.error_ratio"] = service(func(s *collectors.ServiceSample, v float64) { s.ErrorRatio = v })
+	cgroupSetters["service.p99_latency_seconds"] = service(func(s *collectors.ServiceSample, v float64) { s.P99LatencySeconds = v })
+	cgroupSetters["service.requests"] = service(func(s *collectors.ServiceSample, v float64) { s.Requests = count(v) })
+	// The total is the sum of the patterns set: an unnamed one holds it.
+	cgroupSetters["log.matches_total"] = logSetter("")
+}
+
+// cgroupSetter returns the setter of a cgroup signal name, including
+// log_matches("name").
+func cgroupSetter(name string) setter[collectors.CgroupSample] {
+	if s := cgroupSetters[name]; s != nil {
+		return s
+	}
+	if rest, ok := strings.CutPrefix(name, "log_matches("); ok && strings.HasSuffix(rest, ")") {
+		if pattern, err := strconv.Unquote(strings.TrimSuffix(rest, ")")); err == nil && pattern != "" {
+			return logSetter(pattern)
+		}
+	}
+	return nil
+}
+
+func logSetter(pattern string) setter[collectors.CgroupSample] {
+	return func(c *collectors.CgroupSample, v float64) {
+		for i := range c.LogMatches {
+			if c.LogMatches[i].Pattern == pattern {
+				c.LogMatches[i].Count = count(v)
+				return
+			}
+		}
+		c.LogMatches = append(c.LogMatches, collectors.LogMatch{Pattern: pattern, Count: count(v)})
+	}
+}
+
+func count(v float64) uint64 {
+	if math.IsNaN(v) || v <= 0 {
+		return 0
+	}
+	return uint64(math.Round(v))
 }
