@@ -21,11 +21,38 @@ func (r *Receiver) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (r *Receiver) Collect(ch chan<- prometheus.Metric) {
+	// Instances told apart only by container.id or process.pid share
+	// their labels: one series each, summed (p99: the largest).
+	type agg struct {
+		labels          [4]string
+		rate, errs, p99 float64
+		requests        uint64
+	}
+	var out []agg
+	idx := map[[4]string]int{}
 	for _, s := range r.RED() {
-		l := []string{s.Service, s.Namespace, s.Pod, s.Container}
-		ch <- prometheus.MustNewConstMetric(descRate, prometheus.GaugeValue, s.RequestsPerSecond, l...)
-		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.GaugeValue, s.ErrorRatio, l...)
-		ch <- prometheus.MustNewConstMetric(descP99, prometheus.GaugeValue, s.P99LatencySeconds, l...)
+		l := [4]string{s.Service, s.Namespace, s.Pod, s.Container}
+		i, ok := idx[l]
+		if !ok {
+			i = len(out)
+			idx[l] = i
+			out = append(out, agg{labels: l})
+		}
+		a := &out[i]
+		a.rate += s.RequestsPerSecond
+		a.errs += float64(s.Errors)
+		a.requests += s.Requests
+		a.p99 = max(a.p99, s.P99LatencySeconds)
+	}
+	for _, a := range out {
+		l := a.labels[:]
+		ratio := 0.0
+		if a.requests > 0 {
+			ratio = a.errs / float64(a.requests)
+		}
+		ch <- prometheus.MustNewConstMetric(descRate, prometheus.GaugeValue, a.rate, l...)
+		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.GaugeValue, ratio, l...)
+		ch <- prometheus.MustNewConstMetric(descP99, prometheus.GaugeValue, a.p99, l...)
 	}
 	st := r.Stats()
 	ch <- prometheus.MustNewConstMetric(descSpans, prometheus.CounterValue, float64(st.Spans))

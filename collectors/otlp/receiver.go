@@ -57,6 +57,9 @@ type Options struct {
 	ForwardRetries int
 	// MaxBodyBytes bounds a request (default 8 MiB).
 	MaxBodyBytes int64
+	// MaxServices bounds the service instances tracked (default 512); the
+	// spans of further ones are dropped from RED and counted.
+	MaxServices int
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -74,6 +77,9 @@ type Stats struct {
 	ForwardDropped uint64 `json:"forward_dropped"`
 	// ForwardFailed counts requests dropped after the last retry.
 	ForwardFailed uint64 `json:"forward_failed"`
+	// ServicesOverflow counts request spans not counted in RED because
+	// MaxServices services were already tracked.
+	ServicesOverflow uint64 `json:"services_overflow"`
 }
 
 type forwardItem struct {
@@ -123,6 +129,9 @@ func NewReceiver(opts Options) (*Receiver, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxServices <= 0 {
+		opts.MaxServices = 512
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -138,6 +147,7 @@ func NewReceiver(opts Options) (*Receiver, error) {
 	}
 	r := &Receiver{opts: opts, log: opts.Logger, client: &http.Client{Timeout: opts.ForwardTimeout},
 		w: newWindow(opts.Window, opts.Step, opts.Now())}
+	r.w.max = opts.MaxServices
 	if opts.ForwardURL != "" {
 		r.queue = make(chan forwardItem, opts.ForwardQueue)
 	}
@@ -305,6 +315,10 @@ func keyOf(attrs []*commonv1.KeyValue) serviceKey {
 			k.podUID = v
 		case "k8s.container.name":
 			k.container = v
+		case "container.id":
+			k.containerID = v
+		case "process.pid":
+			k.pid = a.GetValue().GetIntValue()
 		}
 	}
 	return k
@@ -324,6 +338,7 @@ func (r *Receiver) Stats() Stats {
 		Requests: r.stats.requests.Load(), Rejected: r.stats.rejected.Load(), Spans: r.stats.spans.Load(),
 		RequestSpans: r.stats.requestSpans.Load(), Forwarded: r.stats.forwarded.Load(),
 		ForwardDropped: r.stats.dropped.Load(), ForwardFailed: r.stats.failed.Load(),
+		ServicesOverflow: r.overflow(),
 	}
 }
 
@@ -398,4 +413,10 @@ func (r *Receiver) post(ctx context.Context, it forwardItem) error {
 	default:
 		return permanentError{fmt.Errorf("otlp: forward: %s", resp.Status)}
 	}
+}
+
+func (r *Receiver) overflow() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.w.overflow
 }

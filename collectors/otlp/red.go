@@ -19,6 +19,11 @@ type ServiceRED struct {
 	Pod       string `json:"pod,omitempty"`
 	PodUID    string `json:"pod_uid,omitempty"`
 	Container string `json:"container,omitempty"`
+	// ContainerID and PID are the container.id and process.pid resource
+	// attributes (OTel SDK resource detectors), which join the service to
+	// its cgroup when the k8s.* ones are absent.
+	ContainerID string `json:"container_id,omitempty"`
+	PID         int64  `json:"pid,omitempty"`
 
 	Requests uint64 `json:"requests"`
 	Errors   uint64 `json:"errors"`
@@ -37,6 +42,8 @@ type ServiceRED struct {
 // serviceKey identifies a service instance on the node.
 type serviceKey struct {
 	service, namespace, pod, podUID, container string
+	containerID                                string
+	pid                                        int64
 }
 
 // Latency histogram: log buckets of ratio growth from minLatency; bucket 0
@@ -81,6 +88,10 @@ type window struct {
 	size, step time.Duration
 	services   map[serviceKey]*series
 	start      time.Time // when the receiver started (coverage at startup)
+	// max bounds the services tracked (and so the vigil_service_* series);
+	// spans of services past it are dropped and counted in overflow.
+	max      int
+	overflow uint64
 }
 
 func newWindow(size, step time.Duration, now time.Time) *window {
@@ -101,6 +112,10 @@ func (w *window) slotFor(s *series, now time.Time) *slot {
 func (w *window) add(key serviceKey, now time.Time, latency time.Duration, isErr bool) {
 	s := w.services[key]
 	if s == nil {
+		if w.max > 0 && len(w.services) >= w.max {
+			w.overflow++
+			return
+		}
 		s = &series{slots: make([]slot, int(w.size/w.step)+1), first: now}
 		w.services[key] = s
 	}
@@ -140,6 +155,7 @@ func (w *window) red(now time.Time) []ServiceRED {
 			covered = max(since, w.step)
 		}
 		r := ServiceRED{Service: key.service, Namespace: key.namespace, Pod: key.pod, PodUID: key.podUID, Container: key.container,
+			ContainerID: key.containerID, PID: key.pid,
 			Requests: req, Errors: errs, WindowSeconds: covered.Seconds(),
 			RequestsPerSecond: float64(req) / covered.Seconds(), ErrorRatio: float64(errs) / float64(req),
 			P50LatencySeconds: quantile(hist[:], req, 0.50), P99LatencySeconds: quantile(hist[:], req, 0.99)}
