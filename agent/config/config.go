@@ -49,6 +49,8 @@ type Config struct {
 	Self        Self        `yaml:"self" json:"self"`
 	Kubernetes  Kubernetes  `yaml:"kubernetes" json:"kubernetes"`
 	Webhooks    Webhooks    `yaml:"webhooks" json:"webhooks"`
+	PodLogs     PodLogs     `yaml:"podlogs" json:"podlogs"`
+	OTLP        OTLP        `yaml:"otlp" json:"otlp"`
 	Forward     Forward     `yaml:"forward" json:"forward"`
 	Tracing     Tracing     `yaml:"tracing" json:"tracing"`
 	Kmsg        Kmsg        `yaml:"kmsg" json:"kmsg"`
@@ -459,6 +461,8 @@ func (c *Config) Validate() error {
 		prefix("self", c.Self.Validate()),
 		prefix("kubernetes", c.Kubernetes.Validate()),
 		prefix("webhooks.inbound", c.Webhooks.Inbound.Validate()),
+		prefix("podlogs", c.PodLogs.Validate()),
+		prefix("otlp", c.OTLP.Validate()),
 		prefix("webhooks.outbound", c.Webhooks.Outbound.Validate()),
 		prefix("forward", c.Forward.Validate()),
 		prefix("tracing", c.Tracing.Validate()),
