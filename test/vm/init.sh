@@ -21,7 +21,12 @@ mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t tmpfs tmpfs /host/run
-mount -t tmpfs tmpfs /host/tmp                        # hides the host's /tmp: payloads live in the share
+# The tmpfs below hides the host's /tmp; keep a read-only view of it at
+# /run/host-tmp so a checkout that lives under /tmp can still be reached.
+mkdir -p /hosttmp /host/run/host-tmp
+mount -o bind /host/tmp /hosttmp || echo "VM-ERROR bind host tmp"
+mount -o bind /hosttmp /host/run/host-tmp || echo "VM-ERROR bind host tmp into run"
+mount -t tmpfs tmpfs /host/tmp                        # payloads live in the share
 mkdir /host/tmp/out
 mount -t 9p -o $O out /host/tmp/out || echo "VM-ERROR mount out"
 mount -t cgroup2 cgroup2 /host/sys/fs/cgroup || echo "VM-ERROR mount cgroup2"
