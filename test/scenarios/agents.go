@@ -63,6 +63,10 @@ type agent struct {
 	vigil  string
 	db     string
 	listen string
+	// hostRoot, when set, is vigil's host_root: a view whose cgroup root
+	// is the runner's own cgroup (prefix), so vigil reports paths
+	// relative to it.
+	hostRoot, prefix string
 }
 
 // lineLog keeps the agent's output with the time each line arrived.
@@ -134,8 +138,24 @@ func startAgent(ctx context.Context, c *cell, g *group) (*agent, error) {
 		}
 		c.cleanups = append(c.cleanups, func() { os.RemoveAll(jdir) })
 		a.db = filepath.Join(jdir, fmt.Sprintf("journal-%s-v%d.db", c.sc.Name, c.version))
+		if c.opts.OwnView && c.version == 1 && c.own != "/" {
+			if a.hostRoot, err = os.MkdirTemp("", "vigil-scenario-root-"); err != nil {
+				return nil, err
+			}
+			hr := a.hostRoot
+			c.cleanups = append(c.cleanups, func() { os.RemoveAll(hr) })
+			for _, d := range append([]string{"proc"}, v1Controllers...) {
+				if d != "proc" {
+					d = filepath.Join("sys/fs/cgroup", d)
+				}
+				if err := os.MkdirAll(filepath.Join(hr, d), 0o755); err != nil {
+					return nil, err
+				}
+			}
+			a.prefix = c.own
+		}
 		conf := filepath.Join(c.opts.WorkDir, "vigil.yaml")
-		if err := os.WriteFile(conf, vigilConfig(c, a.listen, a.db), 0o644); err != nil {
+		if err := os.WriteFile(conf, vigilConfig(c, a.listen, a.db, a.hostRoot, a.prefix), 0o644); err != nil {
 			return nil, err
 		}
 		argv = []string{c.opts.Vigil, "run", "--config", conf}
@@ -144,8 +164,19 @@ func startAgent(ctx context.Context, c *cell, g *group) (*agent, error) {
 	for _, pf := range g.procsFiles() {
 		fmt.Fprintf(&sb, "echo $$ > %s || exit 111; ", pf)
 	}
+	shell := []string{"/bin/sh"}
+	if a.hostRoot != "" {
+		// vigil sees the runner's own cgroup subtree as the host's cgroup
+		// root: bind mounts in a private mount namespace, nothing changes
+		// for anyone else.
+		shell = []string{"unshare", "-m", "--propagation", "private", "/bin/sh"}
+		for _, ctl := range v1Controllers {
+			fmt.Fprintf(&sb, "mount --bind %s %s || exit 112; ", filepath.Join(cgroupRoot, ctl, c.own), filepath.Join(a.hostRoot, "sys/fs/cgroup", ctl))
+		}
+		fmt.Fprintf(&sb, "mount --rbind /proc %s || exit 112; ", filepath.Join(a.hostRoot, "proc"))
+	}
 	sb.WriteString(`exec "$@"`)
-	a.cmd = exec.Command("/bin/sh", append([]string{"-c", sb.String(), "sh"}, argv...)...)
+	a.cmd = exec.Command(shell[0], append(append(shell[1:], "-c", sb.String(), "sh"), argv...)...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	a.cmd.Dir = c.opts.WorkDir
 	if err := a.cmd.Start(); err != nil {
@@ -301,7 +332,15 @@ func (a *agent) journal(ctx context.Context) ([]JournalEntry, error) {
 		}
 		return nil, fmt.Errorf("vigil journal export: %w: %s", err, strings.TrimSpace(stderr))
 	}
-	return parseJournal(out)
+	entries, err := parseJournal(out)
+	if a.prefix != "" {
+		for i := range entries {
+			if entries[i].Target != "node" && entries[i].Target != "" {
+				entries[i].Target = strings.TrimSuffix(a.prefix, "/") + entries[i].Target
+			}
+		}
+	}
+	return entries, err
 }
 
 func parseJournal(b []byte) ([]JournalEntry, error) {
@@ -340,12 +379,17 @@ func parseJournal(b []byte) ([]JournalEntry, error) {
 
 // vigilConfig opts the scenario's workload cgroups in (dry-run off) and
 // protects the critical one; every other field keeps its default.
-func vigilConfig(c *cell, listen, db string) []byte {
+func vigilConfig(c *cell, listen, db, hostRoot, prefix string) []byte {
+	if hostRoot == "" {
+		hostRoot = "/"
+	}
+	rel := func(p string) string { return "/" + strings.TrimPrefix(strings.TrimPrefix(p, prefix), "/") }
 	rulesDirs := "[]"
 	if c.opts.Rules != "" {
 		rulesDirs = fmt.Sprintf("[%q]", c.opts.Rules)
 	}
 	return []byte(fmt.Sprintf(`listen: %q
+host_root: %q
 tick: 1s
 discovery_interval: 2s
 log:
@@ -361,7 +405,7 @@ remediation:
     path: %q
 self:
   oom_score_adj: 0
-`, listen, rulesDirs, c.parent.rel+"/w-*", c.critical.rel, db))
+`, listen, hostRoot, rulesDirs, rel(c.parent.rel)+"/w-*", rel(c.critical.rel), db))
 }
 
 // oomdConfig: one ruleset, memory pressure of the scenario parent or of a

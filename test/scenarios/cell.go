@@ -31,6 +31,9 @@ type cellOptions struct {
 	DataDir string
 	// WorkDir holds agent configs, logs and the journal.
 	WorkDir string
+	// OwnView runs vigil on cgroup v1 with host_root set to a private view
+	// whose cgroup root is the runner's own cgroup (see agents.go).
+	OwnView bool
 	// Window overrides the scenario's window when > 0.
 	Window time.Duration
 	Log    *slog.Logger
@@ -106,6 +109,7 @@ type cell struct {
 	critical *group
 	work     map[string]*group
 	self     string
+	own      string // the runner's own cgroup path
 
 	mu       sync.Mutex
 	procs    []*proc
@@ -209,7 +213,7 @@ func runCell(ctx context.Context, opts cellOptions) (res CellResult, err error) 
 		return res, err
 	}
 	c := &cell{opts: opts, sc: sc, version: version, tree: &tree{version: version}, work: map[string]*group{},
-		self: self, notes: map[string]int{}, finished: make(chan struct{})}
+		self: self, own: own, notes: map[string]int{}, finished: make(chan struct{})}
 	defer func() {
 		for i := len(c.cleanups) - 1; i >= 0; i-- {
 			c.cleanups[i]()

@@ -56,6 +56,7 @@ func cmdCell(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.StringVar(&o.DataDir, "data", os.TempDir(), "directory for the thrash file (not tmpfs)")
 	fs.StringVar(&o.WorkDir, "work", "", "directory for configs, logs and the journal (default: a temporary one)")
 	fs.DurationVar(&o.Window, "window", 0, "override the scenario's window")
+	fs.BoolVar(&o.OwnView, "own-view", true, "cgroup v1: run vigil with host_root set to a view of this process's own cgroup subtree")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

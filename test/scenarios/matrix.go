@@ -27,6 +27,7 @@ type matrixOptions struct {
 	Cgroups   []int
 	Out       string
 	JSON      string
+	OwnView   bool
 	Rules     string
 	Window    time.Duration
 }
@@ -41,6 +42,7 @@ func cmdMatrix(ctx context.Context, log *slog.Logger, args []string) error {
 	rules := fs.String("rules", "", "extra vigil rules directory (default: shipped rules only)")
 	window := fs.Duration("window", 0, "override every scenario's window")
 	jsonOut := fs.String("json", "", "also write the raw results as JSON to this file")
+	ownView := fs.Bool("own-view", true, "cgroup v1: run vigil with host_root set to a private view of this process's own cgroup subtree, so other cgroups on the machine do not count against vigil's cgroup cap")
 	from := fs.String("from", "", "render -out from these comma-separated -json files instead of running (no -matrix needed)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -52,7 +54,7 @@ func cmdMatrix(ctx context.Context, log *slog.Logger, args []string) error {
 		fs.Usage()
 		return errors.New("pass -matrix")
 	}
-	o := matrixOptions{Scenarios: split(*scs), Agents: split(*ags), Out: *out, JSON: *jsonOut, Rules: *rules, Window: *window}
+	o := matrixOptions{Scenarios: split(*scs), Agents: split(*ags), Out: *out, JSON: *jsonOut, Rules: *rules, Window: *window, OwnView: *ownView}
 	for _, v := range split(*cgs) {
 		switch v {
 		case "1":
@@ -124,7 +126,7 @@ func runMatrix(ctx context.Context, log *slog.Logger, o matrixOptions) error {
 			for _, s := range o.Scenarios {
 				for _, a := range o.Agents {
 					opts := cellOptions{Scenario: s, Agent: a, Vigil: bins.Vigil, EarlyOOM: bins.EarlyOOM, OOMD: bins.OOMD,
-						Rules: o.Rules, DataDir: work, WorkDir: work, Window: o.Window, Log: log}
+						Rules: o.Rules, DataDir: work, WorkDir: work, Window: o.Window, OwnView: o.OwnView, Log: log}
 					res, err := runCell(ctx, opts)
 					if err != nil {
 						res.Skipped = "error: " + err.Error()
@@ -389,7 +391,19 @@ func renderFrom(files []string, out string) error {
 			merged = &r
 			continue
 		}
-		merged.Cells = append(merged.Cells, r.Cells...)
+		// A later file's cell replaces an earlier one of the same scenario,
+		// agent and cgroup version (a re-run).
+		for _, c := range r.Cells {
+			replaced := false
+			for i, m := range merged.Cells {
+				if m.Scenario == c.Scenario && m.Agent == c.Agent && m.Cgroup == c.Cgroup {
+					merged.Cells[i], replaced = c, true
+				}
+			}
+			if !replaced {
+				merged.Cells = append(merged.Cells, c)
+			}
+		}
 		if r.Finished.IsZero() || merged.Finished.IsZero() {
 			merged.Finished = time.Time{}
 		} else if r.Finished.After(merged.Finished) {

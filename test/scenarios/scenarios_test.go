@@ -55,7 +55,7 @@ func runShort(t *testing.T, vigil, dataDir string) map[string]CellResult {
 			defer wg.Done()
 			work := t.TempDir()
 			res, err := runCell(context.Background(), cellOptions{Scenario: c.scenario, Agent: c.agent, Vigil: vigil,
-				DataDir: dataDir, WorkDir: work, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+				DataDir: dataDir, WorkDir: work, OwnView: true, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 			if err != nil {
 				t.Errorf("%s/%s: %v", c.scenario, c.agent, err)
 				return
