@@ -87,6 +87,12 @@ Agents:
   parent or of a ` + "`w-*`" + ` cgroup above 10 for 5 s → ` + "`kill_by_memory_size_or_growth`" + ` among ` + "`w-*`" + ` (never the critical cgroup).
 - **vigil** built from this checkout, ` + "`vigil run`" + ` with the **shipped rules only** (` + "`rules.builtin: true`" + `, no rules
   directory), tick 1 s, ` + "`opt_in: [<parent>/w-*]`" + `, ` + "`protected: [<parent>/critical]`" + `, ` + "`dry_run: false`" + `, other settings default.
+  On the cgroup v1 host (with ` + "`-own-view`" + `, the default) vigil runs with ` + "`host_root`" + ` set to a private view (bind
+  mounts in its own mount namespace) whose cgroup root is the runner's own cgroup, as a containerised vigil
+  sees its host: this shared build machine sometimes holds thousands of other sessions' cgroups, more than
+  vigil's cgroup cap (2000 here: RLIMIT_NOFILE 20000 / 9 files per cgroup, and root cannot raise the limit
+  without CAP_SYS_RESOURCE), and vigil's discovery then stops in walk order before reaching the scenario's
+  cgroups. A cell where vigil still hit its cap says so in its notes.
 
 Columns:
 - **kernel OOM kills**: increase of the kernel's oom_kill counter of the workload cgroups (v1
