@@ -22,10 +22,11 @@ func init() {
 }
 
 func recordCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := NewFlagSet("record", "--out FILE [--duration D] [--tick D] [--host-root DIR]", stderr)
+	fs := NewFlagSet("record", "--out FILE [--duration D] [--count N] [--tick D] [--host-root DIR]", stderr)
 	flags := addConfigFlags(fs, false)
 	out := fs.String("out", "", "output `file` (\"-\" for stdout); one JSON snapshot per line")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
+	count := fs.Int("count", 0, "stop after this many snapshots (0: no limit)")
 	tick := fs.Duration("tick", 0, "interval between snapshots (default: the config's tick, 1s)")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
@@ -36,8 +37,8 @@ func recordCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *out == "" {
 		return usageError(stderr, fs, "--out is required")
 	}
-	if *duration < 0 || *tick < 0 {
-		return usageError(stderr, fs, "negative duration or tick")
+	if *duration < 0 || *tick < 0 || *count < 0 {
+		return usageError(stderr, fs, "negative duration, count or tick")
 	}
 	cfg, err := flags.load()
 	if err != nil {
@@ -65,7 +66,7 @@ func recordCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		defer f.Close()
 		w = f
 	}
-	n, err := record(ctx, s, cfg.Tick, cfg.DiscoveryInterval, *duration, w)
+	n, err := record(ctx, s, cfg.Tick, cfg.DiscoveryInterval, *duration, *count, w)
 	if err != nil {
 		fmt.Fprintln(stderr, "vigil record:", err)
 		return 1
@@ -74,10 +75,10 @@ func recordCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return 0
 }
 
-// record writes one JSON line per tick until duration has passed (0:
-// forever) or ctx ends. Each line is flushed, so an interrupted recording
+// record writes one JSON line per tick until duration has passed or count
+// snapshots are written (0: no limit), or ctx ends. Each line is flushed, so an interrupted recording
 // holds only whole snapshots.
-func record(ctx context.Context, s *sampler, tick, discovery, duration time.Duration, w io.Writer) (int, error) {
+func record(ctx context.Context, s *sampler, tick, discovery, duration time.Duration, count int, w io.Writer) (int, error) {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	enc := json.NewEncoder(bw)
 	var snap collectors.Snapshot
@@ -109,6 +110,9 @@ func record(ctx context.Context, s *sampler, tick, discovery, duration time.Dura
 			return n, err
 		}
 		n++
+		if count > 0 && n >= count {
+			return n, nil
+		}
 		select {
 		case <-ctx.Done():
 			return n, nil

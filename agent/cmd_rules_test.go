@@ -136,7 +136,7 @@ func TestRecordThenReplay(t *testing.T) {
 	rec := filepath.Join(dir, "rec.jsonl")
 	var out, errb bytes.Buffer
 	if code := LookupCommand("record").Run(context.Background(),
-		[]string{"--out", rec, "--duration", "2500ms", "--tick", "500ms", "--host-root", "testdata/hostroot-v2"}, &out, &errb); code != 0 {
+		[]string{"--out", rec, "--count", "6", "--tick", "500ms", "--host-root", "testdata/hostroot-v2"}, &out, &errb); code != 0 {
 		t.Fatalf("record: exit %d: %s", code, errb.String())
 	}
 	rule := "rules:\n- name: any-memory\n  condition: working_set_bytes > 0 && delta(stat.pgfault) >= 0\n  for: 1s\n- name: node-seen\n  target: node\n  condition: mem_total_bytes > 0\n"
