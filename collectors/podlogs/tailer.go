@@ -336,6 +336,21 @@ func (t *Tailer) open(path string, c Container, ino uint64, off int64, gone bool
 		return
 	}
 	t.files[ino] = &tracked{path: path, c: c, f: f, inode: ino, off: off, partial: map[Stream]*pending{}, gone: gone}
+	// Counters start at 0 when the file is first followed, so that the
+	// first matches show as an increase, not as the first sample.
+	t.countsOf(c)
+}
+
+func (t *Tailer) countsOf(c Container) *ContainerCounts {
+	cc := t.counts[c.key()]
+	if cc == nil {
+		cc = &ContainerCounts{Container: c, Matches: map[string]uint64{}}
+		for _, p := range t.patterns {
+			cc.Matches[p.name] = 0
+		}
+		t.counts[c.key()] = cc
+	}
+	return cc
 }
 
 // findInode returns the file in dir with inode ino (not compressed ones).
@@ -448,14 +463,7 @@ func (t *Tailer) finish(f *tracked) {
 
 func (t *Tailer) emit(c Container, s Stream, when time.Time, msg []byte) {
 	t.stats.Lines++
-	cc := t.counts[c.key()]
-	if cc == nil {
-		cc = &ContainerCounts{Container: c, Matches: map[string]uint64{}}
-		for _, p := range t.patterns {
-			cc.Matches[p.name] = 0
-		}
-		t.counts[c.key()] = cc
-	}
+	cc := t.countsOf(c)
 	cc.Lines++
 	for _, p := range t.patterns {
 		if !p.re.Match(msg) {
