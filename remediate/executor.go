@@ -77,6 +77,7 @@ type Executor struct {
 	safety  *safety
 	limits  *Limits
 	metrics *metrics
+	events  *eventBus
 
 	actionsMu sync.RWMutex
 	actions   map[string]Action
@@ -86,12 +87,14 @@ type Executor struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	ladders  map[string]*ladder     // rule|target -> running or holding ladder
-	episodes map[string]string      // rule|target -> id of the shadow/refusal record of the current episode
-	tracked  map[string]*tracked    // record id -> record awaiting measurement
-	cgroups  map[string]*cgroupSeen // path -> latest sample and history
-	seq      uint64
+	mu        sync.Mutex
+	ladders   map[string]*ladder     // rule|target -> running or holding ladder
+	episodes  map[string]string      // rule|target -> id of the shadow/refusal record of the current episode
+	tracked   map[string]*tracked    // record id -> record awaiting measurement
+	cgroups   map[string]*cgroupSeen // path -> latest sample and history
+	missed    map[string]*missed     // path -> recent OOM miss record (dedupe of counter and kernel log)
+	kernelLog bool                   // kernel OOM reports arrive in snapshots
+	seq       uint64
 }
 
 // cgroupSeen is what Observe keeps of one cgroup between ticks.
@@ -197,13 +200,15 @@ func New(cfg Config, j *journal.Journal, verify verifier) (*Executor, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	x := &Executor{cfg: cfg, j: j, verify: verify, log: cfg.Log, safety: newSafety(cfg.Safety),
 		limits: &Limits{j: j, now: time.Now}, actions: map[string]Action{}, ctx: ctx, cancel: cancel,
-		ladders: map[string]*ladder{}, episodes: map[string]string{}, tracked: map[string]*tracked{}, cgroups: map[string]*cgroupSeen{}}
+		ladders: map[string]*ladder{}, episodes: map[string]string{}, tracked: map[string]*tracked{}, cgroups: map[string]*cgroupSeen{},
+		missed: map[string]*missed{}, events: newEventBus()}
 	x.metrics = newMetrics(x.activeCount, func() float64 {
 		if x.Paused() {
 			return 1
 		}
 		return 0
 	})
+	x.metrics.extra = []prometheus.Collector{x.events.dropped, x.events.emitted}
 	x.throttle = NewThrottleMemory(x.note)
 	for _, a := range []Action{x.throttle, &Reclaim{}, &ThrottleCPU{}, &Freeze{}, &Thaw{}, &Signal{}, &KillCgroup{}, &RestartUnit{}, &Exec{}} {
 		x.actions[a.Name()] = a
@@ -508,6 +513,12 @@ func (x *Executor) runLadder(l *ladder) {
 		}
 		rec.Evidence.TopProcesses = procs
 	}
+	if x.events.has() {
+		tr.mu.Lock()
+		ev := recordEvent(EventStarted, rec)
+		tr.mu.Unlock()
+		x.events.emit(ev)
+	}
 	succeeded, anyApplied, allDry := false, false, true
 	for i := range l.finding.Actions {
 		st := &l.finding.Actions[i]
@@ -524,6 +535,7 @@ func (x *Executor) runLadder(l *ladder) {
 			tr.mu.Lock()
 			rec.Steps = append(rec.Steps, step)
 			x.put(tr)
+			x.emitStep(rec, PhaseResult)
 			tr.mu.Unlock()
 			log.Warn("step refused", "action", st.Action, "reason", refused)
 			break
@@ -537,6 +549,7 @@ func (x *Executor) runLadder(l *ladder) {
 			tr.mu.Lock()
 			rec.Steps = append(rec.Steps, step)
 			x.put(tr)
+			x.emitStep(rec, PhaseResult)
 			tr.mu.Unlock()
 			continue
 		}
@@ -551,6 +564,7 @@ func (x *Executor) runLadder(l *ladder) {
 		if !deferIntent {
 			x.put(tr)
 		}
+		x.emitStep(rec, PhaseIntent)
 		tr.mu.Unlock()
 		x.mu.Lock()
 		l.cur, l.verifyOK, l.verifySig = st, false, false
@@ -582,6 +596,7 @@ func (x *Executor) runLadder(l *ladder) {
 			rec.Errors = append(rec.Errors, fmt.Sprintf("step %d %s: %v", i, st.Action, err))
 		}
 		x.put(tr)
+		x.emitStep(rec, PhaseResult)
 		tr.mu.Unlock()
 		log.Info("step done", "action", st.Action, "result", result, "detail", res.Detail, "err", err)
 		if err != nil {
@@ -630,6 +645,9 @@ func (x *Executor) runLadder(l *ladder) {
 			s.VerifyTimedOut = true
 		}
 		x.put(tr)
+		if s.Verified || s.VerifyTimedOut {
+			x.emitStep(rec, PhaseVerify)
+		}
 		tr.mu.Unlock()
 		if verified || x.isResolved(l) {
 			succeeded = true
@@ -642,6 +660,9 @@ func (x *Executor) runLadder(l *ladder) {
 		rec.Decision += " (dry-run: nothing changed)"
 	case !anyApplied && len(rec.Steps) > 0:
 		rec.Decision += " (no step applied)"
+	}
+	if x.events.has() {
+		x.events.emit(recordEvent(EventEnded, rec))
 	}
 	tr.mu.Unlock()
 	x.mu.Lock()
@@ -690,6 +711,7 @@ func (x *Executor) releaseHeld(l *ladder, why string) {
 		l.tr.mu.Lock()
 		l.tr.rec.Steps = append(l.tr.rec.Steps, step)
 		x.put(l.tr)
+		x.emitStep(l.tr.rec, PhaseResult)
 		l.tr.mu.Unlock()
 	}
 }
@@ -732,5 +754,15 @@ func (x *Executor) note(id, detail string) {
 	step.Index = len(tr.rec.Steps)
 	tr.rec.Steps = append(tr.rec.Steps, step)
 	x.put(tr)
+	x.emitStep(tr.rec, PhaseResult)
 	tr.mu.Unlock()
+}
+
+// emitStep emits an EventStep about rec's last step; call with the record's
+// lock held.
+func (x *Executor) emitStep(rec *journal.Record, phase string) {
+	if rec.Kind != journal.KindRemediation || len(rec.Steps) == 0 || !x.events.has() {
+		return
+	}
+	x.events.emit(stepEvent(rec, phase, len(rec.Steps)-1))
 }

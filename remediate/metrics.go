@@ -8,8 +8,10 @@ type metrics struct {
 	outcomes     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	refused      *prometheus.CounterVec
-	active       prometheus.GaugeFunc
-	paused       prometheus.GaugeFunc
+	// extra are further collectors of the Executor (event subscribers).
+	extra  []prometheus.Collector
+	active prometheus.GaugeFunc
+	paused prometheus.GaugeFunc
 }
 
 func newMetrics(active func() float64, paused func() float64) *metrics {
@@ -31,7 +33,7 @@ func newMetrics(active func() float64, paused func() float64) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.remediations, m.outcomes, m.duration, m.refused, m.active, m.paused}
+	return append([]prometheus.Collector{m.remediations, m.outcomes, m.duration, m.refused, m.active, m.paused}, m.extra...)
 }
 
 // Describe implements prometheus.Collector.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
@@ -100,7 +99,7 @@ func (x *Executor) Observe(snap *collectors.Snapshot) {
 		x.mu.Unlock()
 	}
 	x.measure(snap, now)
-	x.misses(hits, now)
+	x.misses(hits, snap.KernelOOMKills, now)
 }
 
 // measure records outcomes that are due.
@@ -196,53 +195,12 @@ func (x *Executor) recordMeasurement(tr *tracked, present bool, c *collectors.Cg
 		x.metrics.outcomes.WithLabelValues(rec.Outcome).Inc()
 	}
 	x.put(tr)
+	if rec.Kind == journal.KindRemediation && x.events.has() {
+		ev := recordEvent(EventOutcome, rec)
+		ev.Final = rec.Done
+		x.events.emit(ev)
+	}
 	x.log.Info("remediation outcome", "remediation_id", rec.ID, "target", rec.Target.Key(), "after", m.After, "outcome", m.Outcome)
-}
-
-// misses journals kernel OOM kills in cgroups no tracked record covers. v2
-// memory.events counts a kill in every ancestor: only the deepest cgroups
-// that moved are recorded.
-type oomHit struct {
-	path  string
-	delta uint64
-}
-
-func (x *Executor) misses(hits []oomHit, now time.Time) {
-	if len(hits) == 0 {
-		return
-	}
-	sort.Slice(hits, func(a, b int) bool { return hits[a].path < hits[b].path })
-	x.mu.Lock()
-	var recs []*tracked
-	for i, h := range hits {
-		if i+1 < len(hits) && strings.HasPrefix(hits[i+1].path, strings.TrimSuffix(h.path, "/")+"/") {
-			continue // an ancestor of a cgroup that moved too
-		}
-		covered := false
-		for _, tr := range x.tracked {
-			covered = covered || tr.path == h.path
-		}
-		if covered {
-			continue
-		}
-		c := x.cgroups[h.path]
-		target := rules.Target{Kind: "cgroup", Path: h.path, Identity: c.latest.Identity}
-		rec := &journal.Record{ID: uuid.NewString(), Node: x.cfg.Node, Kind: journal.KindOOMMiss, Time: now, Target: target,
-			Decision: fmt.Sprintf("kernel OOM-killed %d process(es) in %s; no remediation covered it", h.delta, h.path),
-			Evidence: journal.Evidence{Samples: c.samples()}, Outcome: journal.OutcomeOOMKilled, Done: true,
-			Measurements: []journal.Measurement{{Time: now, Present: true, Sample: sampleOf(now, &c.latest), OOMKillsSince: h.delta, Outcome: journal.OutcomeOOMKilled}}}
-		recs = append(recs, &tracked{rec: rec})
-	}
-	x.mu.Unlock()
-	for _, tr := range recs {
-		x.metrics.outcomes.WithLabelValues(journal.OutcomeOOMKilled).Inc()
-		x.log.Warn("kernel OOM kill not prevented", "remediation_id", tr.rec.ID, "target", tr.rec.Target.Key())
-		x.wg.Add(1)
-		go func(tr *tracked) {
-			defer x.wg.Done()
-			x.put(tr)
-		}(tr)
-	}
 }
 
 // recover restores the limits a previous run applied and did not restore
@@ -322,6 +280,7 @@ func (x *Executor) Close() error {
 		x.releaseHeld(l, "vigil stopping")
 	}
 	x.throttle.Close()
+	x.events.close()
 	return nil
 }
 

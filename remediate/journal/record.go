@@ -88,6 +88,9 @@ type Record struct {
 	Measurements []Measurement `json:"measurements,omitempty"`
 	// Done is true once the ladder finished and the last measurement is in.
 	Done bool `json:"done"`
+	// TraceID is the OpenTelemetry trace of the remediation (its span and
+	// the ladder steps as child spans), when tracing is on.
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // Evidence is what vigil saw when it decided.
@@ -100,6 +103,9 @@ type Evidence struct {
 	// TopProcesses are the target's processes by resident memory, largest
 	// first.
 	TopProcesses []Process `json:"top_processes,omitempty"`
+	// KernelOOMKills are the kernel's OOM kill reports (from /dev/kmsg)
+	// about the target: who was killed, its memory, the report lines.
+	KernelOOMKills []collectors.KernelOOMKill `json:"kernel_oom_kills,omitempty"`
 }
 
 // Sample is the memory picture of a target at one tick.
