@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-agent/vigil/agent/config"
+	"github.com/vigil-agent/vigil/agent/telemetry"
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/events"
 	"github.com/vigil-agent/vigil/collectors/node"
@@ -91,6 +92,12 @@ type Agent struct {
 
 	enrichers []Enricher
 	onStop    []func()
+
+	// The Forward client shared by the extensions that forward (see
+	// Agent.forwarder).
+	fwdOnce sync.Once
+	fwd     *telemetry.Forwarder
+	fwdErr  error
 
 	runOnce sync.Once
 }

@@ -278,7 +278,8 @@ func dash(s string) string {
 }
 
 func rcaCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	s := newJournalSource("rca", "ID [--db FILE] [--api URL]", stderr, false)
+	s := newJournalSource("rca", "ID [--db FILE] [--api URL] [--html FILE]", stderr, false)
+	htmlFile := s.fs.String("html", "", "also write a self-contained HTML incident report (memory timeline with the ladder steps, evidence, outcome) to `file`")
 	pos, ok, code := s.parse(args)
 	if !ok {
 		return code
@@ -296,5 +297,34 @@ func rcaCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "vigil rca:", err)
 		return 1
 	}
+	if *htmlFile != "" {
+		if err := writeHTMLReport(r, *htmlFile); err != nil {
+			fmt.Fprintln(stderr, "vigil rca:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "HTML report written to", *htmlFile)
+	}
 	return 0
+}
+
+// writeHTMLReport writes r's HTML report to file (atomically).
+func writeHTMLReport(r *journal.Record, file string) error {
+	tmp := file + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("html report: %w", err)
+	}
+	if err := r.WriteHTML(f); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("html report %s: %w", file, err)
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return fmt.Errorf("html report: %w", err)
+	}
+	return nil
 }
