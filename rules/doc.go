@@ -74,6 +74,16 @@
 //	predict_linear(s, w, h)  value predicted h ahead by a least-squares fit over w
 //	alert(name)              a firing external alert of that name targets this cgroup or the node
 //	target_alert(name)       ... targets exactly this cgroup (node rules: the node)
+//	log_matches("name")      cumulative count of the container log pattern of that name
+//	                         (agent config podlogs.patterns) for this cgroup; a counter,
+//	                         usable in the history functions:
+//	                         increase(log_matches("OutOfMemoryError"), "5m") >= 2
+//
+// Signals whose source is absent are NaN: log.matches_total and
+// log_matches(...) without followed log files, service.* (OTLP RED of the
+// service joined to the cgroup) without spans, so
+// service.error_ratio > 0.5 && usage_ratio > 0.9 only holds for a cgroup
+// that runs a service.
 //
 // Conditions compile once when the rule set loads. The common subset
 // (numbers, comparisons, && || !, ?:, the functions above) runs on a native
