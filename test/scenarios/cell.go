@@ -557,7 +557,7 @@ func loopbackUp() error {
 	if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "0x%x", &flags); err != nil || flags&1 != 0 {
 		return nil
 	}
-	for _, argv := range [][]string{{"ip", "link", "set", "lo", "up"}, {"busybox", "ifconfig", "lo", "up"}} {
+	for _, argv := range [][]string{{"/usr/sbin/ip", "link", "set", "lo", "up"}, {"/sbin/ip", "link", "set", "lo", "up"}, {"ip", "link", "set", "lo", "up"}, {"busybox", "ifconfig", "lo", "up"}} {
 		if exec.Command(argv[0], argv[1:]...).Run() == nil {
 			return nil
 		}
