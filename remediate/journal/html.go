@@ -108,7 +108,11 @@ func buildReport(r *Record) reportView {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		v.Signals = append(v.Signals, reportKV{k, fmt.Sprintf("%.4g", r.Evidence.Signals[k])})
+		val := fmt.Sprintf("%.4g", r.Evidence.Signals[k])
+		if f := r.Evidence.Signals[k]; strings.HasSuffix(k, "_bytes") && f >= 0 && !math.IsInf(f, 0) {
+			val = bytesLabel(f)
+		}
+		v.Signals = append(v.Signals, reportKV{k, val})
 	}
 	for _, m := range r.Measurements {
 		v.Measurements = append(v.Measurements, reportKV{fmt.Sprintf("after %s", m.After), fmt.Sprintf("%s (OOM kills since: %d, present: %v)", m.Outcome, m.OOMKillsSince, m.Present)})
