@@ -3,7 +3,9 @@ package agent
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -61,6 +63,9 @@ type serviceJoin struct {
 	red      func() []otlp.ServiceRED
 	procRoot string
 	pids     map[int64]pidCgroup
+	// Per-tick indexes of the snapshot's cgroups, cleared and reused.
+	byPath, byContainerID map[string]int
+	byPod                 map[string][]int
 }
 
 type pidCgroup struct {
@@ -85,12 +90,9 @@ func (j *serviceJoin) enrich(snap *collectors.Snapshot) {
 	if len(reds) == 0 {
 		return
 	}
-	byPath := make(map[string]int, len(snap.Cgroups))
-	for i := range snap.Cgroups {
-		byPath[snap.Cgroups[i].Path] = i
-	}
+	j.index(snap)
 	for _, s := range reds {
-		i := j.find(snap, byPath, &s)
+		i := j.find(snap, &s)
 		if i < 0 {
 			continue
 		}
@@ -113,29 +115,55 @@ func add(dst *collectors.ServiceSample, s *otlp.ServiceRED) {
 	dst.P99LatencySeconds = max(dst.P99LatencySeconds, s.P99LatencySeconds)
 }
 
-func (j *serviceJoin) find(snap *collectors.Snapshot, byPath map[string]int, s *otlp.ServiceRED) int {
+func (j *serviceJoin) index(snap *collectors.Snapshot) {
+	if j.byPath == nil {
+		j.byPath, j.byContainerID, j.byPod = map[string]int{}, map[string]int{}, map[string][]int{}
+	}
+	clear(j.byPath)
+	clear(j.byContainerID)
+	for k, v := range j.byPod {
+		j.byPod[k] = v[:0]
+	}
+	for i := range snap.Cgroups {
+		c := &snap.Cgroups[i]
+		j.byPath[c.Path] = i
+		if c.Identity.ContainerID != "" {
+			j.byContainerID[c.Identity.ContainerID] = i
+		}
+		if c.Identity.PodUID != "" {
+			j.byPod[c.Identity.PodUID] = append(j.byPod[c.Identity.PodUID], i)
+		}
+	}
+	if len(j.byPod) > 2*len(snap.Cgroups)+64 {
+		clear(j.byPod) // pods come and go: do not grow forever
+	}
+}
+
+func (j *serviceJoin) find(snap *collectors.Snapshot, s *otlp.ServiceRED) int {
 	cgs := snap.Cgroups
 	if s.ContainerID != "" {
-		for i := range cgs {
-			if id := cgs[i].Identity.ContainerID; id != "" && (id == s.ContainerID || (len(s.ContainerID) >= 12 && strings.HasPrefix(id, s.ContainerID))) {
-				return i
+		if i, ok := j.byContainerID[s.ContainerID]; ok {
+			return i
+		}
+		if len(s.ContainerID) >= 12 { // a short ID
+			for i := range cgs {
+				if strings.HasPrefix(cgs[i].Identity.ContainerID, s.ContainerID) {
+					return i
+				}
 			}
 		}
 	}
 	if s.PID > 0 {
 		if p := j.cgroupOf(s.PID, snap.Hierarchy.Version, snap.Time); p != "" {
-			if i, ok := byPath[p]; ok {
+			if i, ok := j.byPath[p]; ok {
 				return i
 			}
 		}
 	}
 	if s.PodUID != "" {
 		pod := -1
-		for i := range cgs {
+		for _, i := range j.byPod[s.PodUID] {
 			id := &cgs[i].Identity
-			if id.PodUID != s.PodUID {
-				continue
-			}
 			if s.Container != "" && id.Container == s.Container && id.ContainerID != "" {
 				return i
 			}
@@ -162,22 +190,32 @@ func (j *serviceJoin) cgroupOf(pid int64, version int, now time.Time) string {
 	return p
 }
 
-// memoryCgroupOfFile reads /proc/<pid>/cgroup and returns the memory cgroup path:
-// the "memory" controller's line on v1, the "0::" line on v2.
+// memoryCgroupOfFile reads /proc/<pid>/cgroup and returns the memory
+// cgroup path.
 func memoryCgroupOfFile(file string, version int) (string, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return "", fmt.Errorf("otlp: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	p, err := parseMemoryCgroup(f, version)
+	if err != nil {
+		return "", fmt.Errorf("otlp: %s: %w", file, err)
+	}
+	return p, nil
+}
+
+// parseMemoryCgroup finds the memory cgroup in /proc/<pid>/cgroup content:
+// the line of the "memory" controller on v1, the "0::" line on v2.
+func parseMemoryCgroup(r io.Reader, version int) (string, error) {
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		hier, rest, ok := strings.Cut(sc.Text(), ":")
 		if !ok {
 			continue
 		}
 		ctrls, path, ok := strings.Cut(rest, ":")
-		if !ok {
+		if !ok || !strings.HasPrefix(path, "/") {
 			continue
 		}
 		if version == 2 {
@@ -192,5 +230,10 @@ func memoryCgroupOfFile(file string, version int) (string, error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("otlp: %s: no memory cgroup", file)
+	if err := sc.Err(); err != nil {
+		return "", err
+	}
+	return "", errNoMemoryCgroup
 }
+
+var errNoMemoryCgroup = errors.New("no memory cgroup line")

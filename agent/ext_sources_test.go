@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -334,4 +336,19 @@ func TestMemoryCgroupOfFile(t *testing.T) {
 	if _, err := memoryCgroupOfFile(filepath.Join(dir, "missing"), 1); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}
+}
+
+func FuzzParseMemoryCgroup(f *testing.F) {
+	for _, file := range []string{"testdata/proc-cgroup-v1", "testdata/proc-cgroup-v2"} {
+		if b, err := os.ReadFile(file); err == nil {
+			f.Add(b, 1)
+			f.Add(b, 2)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte, version int) {
+		p, err := parseMemoryCgroup(bytes.NewReader(b), version)
+		if err == nil && !strings.HasPrefix(p, "/") {
+			t.Fatalf("path %q does not start with /", p)
+		}
+	})
 }
