@@ -13,8 +13,10 @@ import (
 	vc "github.com/vigil-agent/vigil/collectors"
 )
 
-// cgroupLabel is one label of every cgroup series. Adding identity labels
-// (namespace, pod, container once the API server fills them) is one line.
+// cgroupLabel is one label of every cgroup series. namespace, pod and
+// container come from the Kubernetes API (collectors/k8s) and are empty when
+// it is off or does not know the cgroup: they add no series beyond one per
+// cgroup, so cardinality stays bounded by max_cgroups.
 type cgroupLabel struct {
 	Name  string
 	Value func(*vc.CgroupSample) string
@@ -25,6 +27,9 @@ var cgroupLabels = []cgroupLabel{
 	{"pod_uid", func(c *vc.CgroupSample) string { return c.Identity.PodUID }},
 	{"container_id", func(c *vc.CgroupSample) string { return c.Identity.ContainerID }},
 	{"unit", func(c *vc.CgroupSample) string { return c.Identity.Unit }},
+	{"namespace", func(c *vc.CgroupSample) string { return c.Identity.Namespace }},
+	{"pod", func(c *vc.CgroupSample) string { return c.Identity.Pod }},
+	{"container", func(c *vc.CgroupSample) string { return c.Identity.Container }},
 }
 
 func cgroupLabelNames() []string {

@@ -37,6 +37,11 @@ func testSnapshot(n int) *collectors.Snapshot {
 			Identity: collectors.Identity{Kind: "container", PodUID: fmt.Sprintf("%08d-0000-0000-0000-000000000000", i),
 				ContainerID: fmt.Sprintf("%064x", i), QoS: "burstable"},
 		}
+		if i%4 != 3 {
+			// Named by the Kubernetes enricher; every fourth is unknown to
+			// the API server and keeps empty names.
+			c.Identity.Namespace, c.Identity.Pod, c.Identity.Container = fmt.Sprintf("team-%d", i%5), fmt.Sprintf("web-%d", i), "app"
+		}
 		c.Memory.UsageBytes = uint64(100<<20 + i)
 		c.Memory.MaxBytes = collectors.Bytes(256 << 20)
 		c.Memory.EffectiveLimitBytes = collectors.Bytes(256 << 20)
@@ -200,6 +205,25 @@ func TestExportsEverySignal(t *testing.T) {
 	}
 	if labels["cgroup"] != snap.Cgroups[1].Path || labels["unit"] != "we\"ird.service" {
 		t.Errorf("labels = %v, want cgroup %q unit %q", labels, snap.Cgroups[1].Path, "we\"ird.service")
+	}
+	// A container the Kubernetes enricher named carries namespace, pod and
+	// container; the unit has them empty.
+	labels = map[string]string{}
+	for _, l := range ws.Metric[0].Label {
+		labels[l.GetName()] = l.GetValue()
+	}
+	for k, want := range map[string]string{"namespace": "team-0", "pod": "web-0", "container": "app", "pod_uid": snap.Cgroups[0].Identity.PodUID} {
+		if labels[k] != want {
+			t.Errorf("container series label %s = %q, want %q (labels %v)", k, labels[k], want, labels)
+		}
+	}
+	for _, l := range ws.Metric[1].Label {
+		switch l.GetName() {
+		case "namespace", "pod", "container":
+			if l.GetValue() != "" {
+				t.Errorf("unit series label %s = %q, want empty", l.GetName(), l.GetValue())
+			}
+		}
 	}
 }
 
