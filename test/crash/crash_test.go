@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vigil-agent/vigil/remediate/journal"
 	"github.com/vigil-agent/vigil/test/cgtest"
 	vmtest "github.com/vigil-agent/vigil/test/vm"
@@ -340,7 +342,30 @@ func TestKill9LoopKeepsJournalAndLimits(t *testing.T) { testKill9Loop(t) }
 // in the VM.
 func TestV2Kill9LoopKeepsJournalAndLimits(t *testing.T) {
 	vmtest.RequireGuest(t)
+	loopbackUp(t)
 	testKill9Loop(t)
+}
+
+// loopbackUp brings lo up in the VM guest, whose init leaves it down; vigil
+// listens on 127.0.0.1.
+func loopbackUp(t *testing.T) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		t.Fatalf("lo flags: %v", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		t.Fatalf("lo up: %v", err)
+	}
 }
 
 func testKill9Loop(t *testing.T) {
@@ -476,6 +501,7 @@ func TestReloadUnderFire(t *testing.T) { testReloadUnderFire(t) }
 // TestV2ReloadUnderFire is the same on cgroup v2, in the VM.
 func TestV2ReloadUnderFire(t *testing.T) {
 	vmtest.RequireGuest(t)
+	loopbackUp(t)
 	testReloadUnderFire(t)
 }
 
