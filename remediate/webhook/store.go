@@ -22,6 +22,10 @@ type StoreOptions struct {
 	// DedupeWindow is how long a delivery key (fingerprint, status, startsAt)
 	// is remembered to recognise a repeated delivery (0 = 24 hours).
 	DedupeWindow time.Duration
+	// MaxAlerts bounds the alerts held (0 = 10000): a sender cannot grow
+	// the agent's memory without bound; alerts past the cap are dropped
+	// (counted as neither accepted nor duplicate) until others expire.
+	MaxAlerts int
 }
 
 // AlertStore holds the external alerts received through the inbound webhook.
@@ -60,6 +64,9 @@ func NewAlertStore(opts StoreOptions) *AlertStore {
 	if opts.DedupeWindow <= 0 {
 		opts.DedupeWindow = 24 * time.Hour
 	}
+	if opts.MaxAlerts <= 0 {
+		opts.MaxAlerts = 10000
+	}
 	return &AlertStore{opts: opts, alerts: map[string]*storedAlert{}, seen: map[deliveryKey]time.Time{}}
 }
 
@@ -74,6 +81,12 @@ func (s *AlertStore) apply(alerts []amAlert, now time.Time) (accepted, duplicate
 		a := &alerts[i]
 		key := deliveryKey{a.Fingerprint, a.Status, a.StartsAt.UnixNano()}
 		cur := s.alerts[a.Fingerprint]
+		if cur == nil && len(s.alerts) >= s.opts.MaxAlerts {
+			continue // full: a new alert is dropped, known ones still update
+		}
+		if _, known := s.seen[key]; !known && len(s.seen) >= 4*s.opts.MaxAlerts {
+			continue
+		}
 		if _, dup := s.seen[key]; dup {
 			duplicates++
 			s.seen[key] = now
