@@ -384,9 +384,11 @@ func vigilConfig(c *cell, listen, db, hostRoot, prefix string) []byte {
 		hostRoot = "/"
 	}
 	rel := func(p string) string { return "/" + strings.TrimPrefix(strings.TrimPrefix(p, prefix), "/") }
-	rulesDirs := "[]"
+	// -rules replaces the shipped rules (a proposed variant of a shipped
+	// rule keeps its name).
+	rulesDirs, builtin := "[]", true
 	if c.opts.Rules != "" {
-		rulesDirs = fmt.Sprintf("[%q]", c.opts.Rules)
+		rulesDirs, builtin = fmt.Sprintf("[%q]", c.opts.Rules), false
 	}
 	return []byte(fmt.Sprintf(`listen: %q
 host_root: %q
@@ -395,7 +397,7 @@ discovery_interval: 2s
 log:
   level: info
 rules:
-  builtin: true
+  builtin: %t
   dirs: %s
 remediation:
   dry_run: false
@@ -405,7 +407,7 @@ remediation:
     path: %q
 self:
   oom_score_adj: 0
-`, listen, hostRoot, rulesDirs, rel(c.parent.rel)+"/w-*", rel(c.critical.rel), db))
+`, listen, hostRoot, builtin, rulesDirs, rel(c.parent.rel)+"/w-*", rel(c.critical.rel), db))
 }
 
 // oomdConfig: one ruleset, memory pressure of the scenario parent or of a

@@ -52,7 +52,7 @@ func cmdCell(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.StringVar(&o.Vigil, "vigil", "", "vigil binary")
 	fs.StringVar(&o.EarlyOOM, "earlyoom", "", "earlyoom binary")
 	fs.StringVar(&o.OOMD, "oomd", "", "oomd binary")
-	fs.StringVar(&o.Rules, "rules", "", "extra vigil rules directory")
+	fs.StringVar(&o.Rules, "rules", "", "vigil rules directory that replaces the shipped rules")
 	fs.StringVar(&o.DataDir, "data", os.TempDir(), "directory for the thrash file (not tmpfs)")
 	fs.StringVar(&o.WorkDir, "work", "", "directory for configs, logs and the journal (default: a temporary one)")
 	fs.DurationVar(&o.Window, "window", 0, "override the scenario's window")

@@ -39,7 +39,7 @@ func cmdMatrix(ctx context.Context, log *slog.Logger, args []string) error {
 	ags := fs.String("agents", strings.Join(allAgents, ","), "agents to run")
 	cgs := fs.String("cgroups", "1,2", "cgroup versions: 1 = this host, 2 = the microVM")
 	out := fs.String("out", "SCENARIOS.md", "results file (rewritten after every cell)")
-	rules := fs.String("rules", "", "extra vigil rules directory (default: shipped rules only)")
+	rules := fs.String("rules", "", "vigil rules directory that replaces the shipped rules (default: the shipped rules)")
 	window := fs.Duration("window", 0, "override every scenario's window")
 	jsonOut := fs.String("json", "", "also write the raw results as JSON to this file")
 	ownView := fs.Bool("own-view", true, "cgroup v1: run vigil with host_root set to a private view of this process's own cgroup subtree, so other cgroups on the machine do not count against vigil's cgroup cap")

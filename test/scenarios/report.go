@@ -64,6 +64,7 @@ func writeCommand(b *bytes.Buffer, o matrixOptions) {
 	}
 	if o.Rules != "" {
 		fmt.Fprintf(b, " -rules %s", o.Rules)
+		b.WriteString("` (**proposed rules, not the shipped ones**: vigil cells of this run use them)`")
 	}
 	if o.Window > 0 {
 		fmt.Fprintf(b, " -window %s", o.Window)
