@@ -64,12 +64,14 @@ func writeCommand(b *bytes.Buffer, o matrixOptions) {
 	}
 	if o.Rules != "" {
 		fmt.Fprintf(b, " -rules %s", o.Rules)
-		b.WriteString("` (**proposed rules, not the shipped ones**: vigil cells of this run use them)`")
 	}
 	if o.Window > 0 {
 		fmt.Fprintf(b, " -window %s", o.Window)
 	}
 	b.WriteString("`")
+	if o.Rules != "" {
+		b.WriteString(" (**proposed rules, not the shipped ones**)")
+	}
 }
 
 const intro = `Every cell is a real run, nothing is simulated: cgroup v1 cells run on this host, cgroup v2 cells in the
