@@ -57,8 +57,11 @@ type JournalEntry struct {
 type CellResult struct {
 	Scenario string `json:"scenario"`
 	Agent    string `json:"agent"`
-	Cgroup   int    `json:"cgroup"`
-	Kernel   string `json:"kernel"`
+	// Rules is the rules directory that replaced the shipped rules ("" for
+	// the shipped rules).
+	Rules  string `json:"rules,omitempty"`
+	Cgroup int    `json:"cgroup"`
+	Kernel string `json:"kernel"`
 	// Skipped says why the cell could not run (then nothing else is set).
 	Skipped string  `json:"skipped,omitempty"`
 	Window  float64 `json:"window_seconds"`
@@ -200,6 +203,9 @@ func runCell(ctx context.Context, opts cellOptions) (res CellResult, err error) 
 	}
 	version := cgroupVersion()
 	res = CellResult{Scenario: sc.Name, Agent: opts.Agent, Cgroup: version, Kernel: kernelRelease(), PressureToAction: -1}
+	if opts.Agent == "vigil" {
+		res.Rules = opts.Rules
+	}
 	if why := agentUnavailable(opts, version); why != "" {
 		res.Skipped = why
 		return res, nil

@@ -226,6 +226,9 @@ func runInVM(ctx context.Context, log *slog.Logger, self string, b binaries, o m
 	var out []CellResult
 	for _, a := range o.Agents {
 		r := CellResult{Scenario: s, Agent: a, Cgroup: 2, Kernel: res.Kernel}
+		if a == "vigil" {
+			r.Rules = o.Rules
+		}
 		data, rerr := os.ReadFile(filepath.Join(res.OutDir, "res-"+a+".json"))
 		if rerr == nil {
 			rerr = json.Unmarshal(bytes.TrimSpace(data), &r)
@@ -396,7 +399,7 @@ func renderFrom(files []string, out string) error {
 		for _, c := range r.Cells {
 			replaced := false
 			for i, m := range merged.Cells {
-				if m.Scenario == c.Scenario && m.Agent == c.Agent && m.Cgroup == c.Cgroup {
+				if m.Scenario == c.Scenario && m.Agent == c.Agent && m.Cgroup == c.Cgroup && m.Rules == c.Rules {
 					merged.Cells[i], replaced = c, true
 				}
 			}

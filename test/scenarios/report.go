@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -135,6 +136,9 @@ func (r *report) tables(b *bytes.Buffer) {
 		b.WriteString("| cgroup | kernel | agent | kernel OOM kills | killed by agent | critical untouched | pressure → action | false positives | peak PSI node / parent | peak parent MiB | vigil journal | notes |\n")
 		b.WriteString("|---|---|---|---:|---:|---|---:|---:|---|---:|---|---|\n")
 		for _, c := range cells {
+			if c.Rules != "" {
+				c.Agent += " (proposed rules: " + filepath.Base(c.Rules) + ")"
+			}
 			if c.Skipped != "" {
 				fmt.Fprintf(b, "| v%d | %s | %s | not run: %s | | | | | | | | |\n", c.Cgroup, dash(c.Kernel), c.Agent, escape(c.Skipped))
 				continue
