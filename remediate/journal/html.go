@@ -43,6 +43,8 @@ type reportMarker struct {
 	LabelY         float64
 	Action, Result string
 	Time           string
+	Anchor         string
+	DX             float64
 }
 
 type reportTick struct {
@@ -202,7 +204,11 @@ func buildReport(r *Record) reportView {
 		case "dry_run":
 			color = "#9a6700"
 		}
-		v.Markers = append(v.Markers, reportMarker{Index: s.Index, X: x(s.Intent), Color: color, LabelY: padT + 14 + float64(i%4)*14,
+		anchor, dx := "start", 4.0
+		if x(s.Intent) > padL+plotW*0.6 {
+			anchor, dx = "end", -4 // keep the label inside the plot
+		}
+		v.Markers = append(v.Markers, reportMarker{Index: s.Index, X: x(s.Intent), Color: color, LabelY: padT + 14 + float64(i%4)*14, Anchor: anchor, DX: dx,
 			Label: fmt.Sprintf("%d %s: %s", s.Index, s.Action, orDash(s.Result)), Action: s.Action, Result: s.Result,
 			Time: s.Intent.UTC().Format("15:04:05.000")})
 	}
@@ -239,8 +245,10 @@ func bytesLabel(b float64) string {
 	switch {
 	case b >= 1<<30:
 		return fmt.Sprintf("%.1f GiB", b/(1<<30))
-	case b >= 1<<20:
+	case b >= 10<<20:
 		return fmt.Sprintf("%.0f MiB", b/(1<<20))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", b/(1<<20))
 	default:
 		return fmt.Sprintf("%.0f KiB", b/(1<<10))
 	}
@@ -253,7 +261,7 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 <html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title>
 <style>
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:24px;color:#1f2328;background:#fff;max-width:1000px}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+h1{font-size:20px;margin:0 0 4px}h3{font-size:14px;margin:16px 0 6px}h2{font-size:16px;margin:24px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
 .meta{color:#57606a;font-size:13px}.outcome{display:inline-block;padding:4px 10px;border-radius:12px;font-weight:600;font-size:14px;margin:8px 0}
 .good{background:#dafbe1;color:#1a7f37}.bad{background:#ffebe9;color:#cf222e}.neutral{background:#fff8c5;color:#9a6700}
 table{border-collapse:collapse;font-size:13px;width:100%}td,th{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}th{background:#f6f8fa}
@@ -272,7 +280,7 @@ pre{background:#f6f8fa;padding:8px;font-size:11px;overflow-x:auto}
 {{range .PSITicks}}<text x="{{$.PlotR}}" dx="6" y="{{.Pos}}" dy="4">{{.Label}}</text>{{end}}
 {{range .XTicks}}<text x="{{.Pos}}" y="{{$.PlotB}}" dy="16" text-anchor="middle">{{.Label}}</text>{{end}}
 {{range .Series}}<path class="series" data-series="{{.Name}}" d="{{.Path}}" fill="none" stroke="{{.Color}}" stroke-width="2"{{if .Dash}} stroke-dasharray="{{.Dash}}"{{end}}/>
-{{end}}{{range .Markers}}<g class="step-marker" data-step="{{.Index}}" data-action="{{.Action}}" data-result="{{.Result}}"><line x1="{{.X}}" x2="{{.X}}" y1="{{$.PadT}}" y2="{{$.PlotB}}" stroke="{{.Color}}" stroke-width="1.5" stroke-dasharray="4 3"/><circle cx="{{.X}}" cy="{{$.PlotB}}" r="4" fill="{{.Color}}"/><text x="{{.X}}" dx="4" y="{{.LabelY}}" style="fill:{{.Color}};font-weight:600">{{.Label}}</text><title>step {{.Label}} at {{.Time}}</title></g>
+{{end}}{{range .Markers}}<g class="step-marker" data-step="{{.Index}}" data-action="{{.Action}}" data-result="{{.Result}}"><line x1="{{.X}}" x2="{{.X}}" y1="{{$.PadT}}" y2="{{$.PlotB}}" stroke="{{.Color}}" stroke-width="1.5" stroke-dasharray="4 3"/><circle cx="{{.X}}" cy="{{$.PlotB}}" r="4" fill="{{.Color}}"/><text x="{{.X}}" dx="{{.DX}}" y="{{.LabelY}}" text-anchor="{{.Anchor}}" style="fill:{{.Color}};font-weight:600">{{.Label}}</text><title>step {{.Label}} at {{.Time}}</title></g>
 {{end}}</svg>{{else}}<p id="nochart">No samples of the target in this record.</p>{{end}}
 <h2>Ladder</h2>
 {{if .Steps}}<table id="steps"><tr><th>#</th><th>action</th><th>intent</th><th>took</th><th>result</th><th>detail</th><th>verify</th><th>error</th></tr>
@@ -287,6 +295,6 @@ pre{background:#f6f8fa;padding:8px;font-size:11px;overflow-x:auto}
 <h2>Outcome</h2>
 {{if .Measurements}}<table id="measurements"><tr><th>measured</th><th>outcome</th></tr>{{range .Measurements}}<tr><td>{{.Key}}</td><td>{{.Value}}</td></tr>{{end}}</table>{{else}}<p>Not measured yet.</p>{{end}}
 {{if .R.Errors}}<h3>Errors</h3><ul>{{range .R.Errors}}<li>{{.}}</li>{{end}}</ul>{{end}}
-<p class="meta">Written by vigil rca. Last updated {{.Updated}}.</p>
+<p class="meta">Written by vigil rca.{{if not .R.Updated.IsZero}} Record last updated {{.Updated}}.{{end}}</p>
 </body></html>
 `))
