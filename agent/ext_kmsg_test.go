@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -118,4 +119,33 @@ func TestKernelOOMKillFromKmsg(t *testing.T) {
 func asMap(v any) map[string]any {
 	m, _ := v.(map[string]any)
 	return m
+}
+
+// TestKmsgUnreadableDegrades: without a readable kernel log the agent
+// keeps observing, ready, and says in /readyz and vigil_degraded why.
+func TestKmsgUnreadableDegrades(t *testing.T) {
+	root := t.TempDir() // a host root with /sys and /proc but no /dev/kmsg
+	for _, d := range []string{"sys", "proc"} {
+		if err := os.Symlink("/"+d, filepath.Join(root, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := testConfig(t)
+	cfg.HostRoot = root
+	a := startAgent(t, Options{Config: cfg})
+	base := "http://" + a.Addr()
+	var st readyStatus
+	eventually(t, 10*time.Second, "ready, degraded by kmsg", func() bool {
+		_, body := get(t, base+"/readyz?format=json")
+		st = readyStatus{}
+		_ = json.Unmarshal(body, &st)
+		return st.Ready && strings.Contains(conditions(st.Degraded)["kmsg"], filepath.Join(root, "dev", "kmsg"))
+	})
+	_, body := get(t, base+"/metrics")
+	if v, ok := metricValue(body, "vigil_degraded", `reason="kmsg"`); !ok || v != 1 {
+		t.Errorf(`vigil_degraded{reason="kmsg"} = %v (found %v), want 1`, v, ok)
+	}
+	if _, ok := metricValue(body, "vigil_cgroup_memory_usage_bytes", ""); !ok {
+		t.Errorf("cgroups not observed while the kernel log is unreadable")
+	}
 }
