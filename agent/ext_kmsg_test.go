@@ -15,19 +15,32 @@ import (
 	"github.com/vigil-agent/vigil/remediate/webhook"
 	"github.com/vigil-agent/vigil/test/cgtest"
 	"github.com/vigil-agent/vigil/test/otelcol"
+	vmtest "github.com/vigil-agent/vigil/test/vm"
 )
 
 // TestKernelOOMKillFromKmsg: a real OOM kill in a test cgroup (64 MiB
 // limit) is read from /dev/kmsg and becomes one journaled miss of that
 // cgroup carrying the kernel's report, the kernel_oom_kills signal, a
 // forwarded OOM record and an oom.missed webhook event.
-func TestKernelOOMKillFromKmsg(t *testing.T) {
+func TestKernelOOMKillFromKmsg(t *testing.T) { testKernelOOMKillFromKmsg(t, true) }
+
+// TestV2KernelOOMKillFromKmsg is the same in the cgroup v2 microVM (cgroup v2
+// wording of the report), without the collector (not in the guest).
+func TestV2KernelOOMKillFromKmsg(t *testing.T) {
+	vmtest.RequireGuest(t)
+	testKernelOOMKillFromKmsg(t, false)
+}
+
+func testKernelOOMKillFromKmsg(t *testing.T, collector bool) {
 	f, err := os.Open(kmsg.DefaultPath)
 	if err != nil {
 		t.Skipf("the kernel log is not readable here (%v): kernel OOM reports cannot be read", err)
 	}
 	f.Close()
-	col := otelcol.Start(t)
+	var col *otelcol.Collector
+	if collector {
+		col = otelcol.Start(t)
+	}
 	g := cgtest.New(t)
 	setLimit(t, g, strconv.Itoa(64<<20))
 
@@ -40,7 +53,9 @@ func TestKernelOOMKillFromKmsg(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Webhooks.Outbound.Endpoints = []config.OutboundEndpoint{{Name: "test", URL: srv.URL, SecretFile: secretFile, Types: []string{webhook.EventOOMMissed}}}
 	cfg.Webhooks.Outbound.MinBackoff = 100 * time.Millisecond
-	cfg.Forward.Address = col.Forward
+	if col != nil {
+		cfg.Forward.Address = col.Forward
+	}
 	a := startAgent(t, Options{Config: cfg})
 	base := "http://" + a.Addr()
 	label := `cgroup="` + g.Path() + `"`
@@ -95,16 +110,18 @@ func TestKernelOOMKillFromKmsg(t *testing.T) {
 	if _, bad := recv.snapshot(); len(bad) > 0 {
 		t.Errorf("deliveries refused by the receiver: %v", bad)
 	}
-	col.WaitLogs(t, 20*time.Second, func(ls []otelcol.LogRecord) bool {
-		for _, l := range ls {
-			for _, m := range []map[string]any{l.Attrs, asMap(l.Body)} {
-				if m["cgroup_path"] == g.Path() && m["pid"] == float64(pid) || m["cgroup_path"] == g.Path() && m["pid"] == int64(pid) {
-					return true
+	if col != nil {
+		col.WaitLogs(t, 20*time.Second, func(ls []otelcol.LogRecord) bool {
+			for _, l := range ls {
+				for _, m := range []map[string]any{l.Attrs, asMap(l.Body)} {
+					if m["cgroup_path"] == g.Path() && m["pid"] == float64(pid) || m["cgroup_path"] == g.Path() && m["pid"] == int64(pid) {
+						return true
+					}
 				}
 			}
-		}
-		return false
-	})
+			return false
+		})
+	}
 	if !tracked {
 		t.Logf("%s is not tracked (the host holds more cgroups than max_cgroups): signal not checked", g.Path())
 		return
