@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"sort"
 	"strconv"
@@ -652,6 +653,11 @@ func (a *Agent) applyReload(ctx context.Context) *config.Config {
 	next.Listen, next.HostRoot, next.GrowthWindow, next.MaxCgroups, next.Log.Format =
 		old.Listen, old.HostRoot, old.GrowthWindow, old.MaxCgroups, old.Log.Format
 	next.Rules.Shadow, next.Remediation.Journal = old.Rules.Shadow, old.Remediation.Journal
+	keep("webhooks.outbound", !reflect.DeepEqual(next.Webhooks.Outbound, old.Webhooks.Outbound))
+	keep("forward", next.Forward != old.Forward)
+	keep("tracing", !reflect.DeepEqual(next.Tracing, old.Tracing))
+	keep("kmsg", next.Kmsg != old.Kmsg)
+	next.Webhooks.Outbound, next.Forward, next.Tracing, next.Kmsg = old.Webhooks.Outbound, old.Forward, old.Tracing, old.Kmsg
 	if len(restart) > 0 {
 		a.log.Warn("config fields changed that apply only after a restart", "fields", strings.Join(restart, ","))
 	}
