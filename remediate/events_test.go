@@ -157,3 +157,22 @@ func TestV1KernelReportJoinsCounterMiss(t *testing.T) {
 		t.Errorf("event %q about %s with %d kernel reports, want oom_miss about %s with 1", ev.Type, ev.RecordID, len(ev.KernelOOMKills), r.ID)
 	}
 }
+
+// BenchmarkEventEmit is what a ladder pays per event with three
+// subscribers (webhooks, forward, tracing) draining their queues.
+func BenchmarkEventEmit(b *testing.B) {
+	bus := newEventBus()
+	x := &Executor{events: bus}
+	for _, n := range []string{"webhooks", "forward", "tracing"} {
+		x.Subscribe(n, 0, func(Event) {})
+	}
+	rec := &journal.Record{ID: "r", Kind: journal.KindRemediation, Rule: "leak", Target: rules.Target{Kind: "cgroup", Path: "/a/b"},
+		Evidence: journal.Evidence{Signals: map[string]float64{"working_set_bytes": 1, "seconds_to_limit": 2}},
+		Steps:    []journal.Step{{Action: ActionThrottleMemory, Result: "applied"}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		bus.emit(stepEvent(rec, PhaseResult, 0))
+	}
+	b.StopTimer()
+	bus.close()
+}
