@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,84 +13,39 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vigil-agent/vigil/agent/config"
 	k8sident "github.com/vigil-agent/vigil/collectors/k8s"
 	k8sact "github.com/vigil-agent/vigil/remediate/k8s"
 )
 
-// KubernetesConfig is the kubernetes section of vigil's configuration. Until
-// it is part of config.Config it is read from the environment
-// (KubernetesConfigFromEnv); the DaemonSet sets NODE_NAME from the downward
-// API, which turns the section on.
-type KubernetesConfig struct {
-	// Enabled turns the pod informer and the Kubernetes actions on.
-	Enabled bool `yaml:"enabled" json:"enabled"`
-	// NodeName is this node (downward API spec.nodeName).
-	NodeName string `yaml:"node_name" json:"node_name"`
-	// Kubeconfig is a kubeconfig file; empty means in-cluster.
-	Kubeconfig string `yaml:"kubeconfig" json:"kubeconfig"`
-	// CRIEndpoint is the container runtime socket for restart-container.
-	CRIEndpoint string `yaml:"cri_endpoint" json:"cri_endpoint"`
-	// LabelKeys and AnnotationKeys are copied to identities besides the
-	// vigil.dev/ ones; nil label keys mean k8s.DefaultLabelKeys.
-	LabelKeys      []string `yaml:"label_keys" json:"label_keys"`
-	AnnotationKeys []string `yaml:"annotation_keys" json:"annotation_keys"`
-	// DeletePodFallback deletes the pod when a CRI stop fails.
-	DeletePodFallback bool `yaml:"delete_pod_fallback" json:"delete_pod_fallback"`
-	// MaxReplicas caps scale-out cluster-wide (0: 10).
-	MaxReplicas int32 `yaml:"max_replicas" json:"max_replicas"`
-	// ScaleCooldown is the minimum time between scale-outs of a workload.
-	ScaleCooldown time.Duration `yaml:"scale_cooldown" json:"scale_cooldown"`
-	// Cordon registers the cordon action (needs deploy/rbac-cordon.yaml).
-	Cordon bool `yaml:"cordon" json:"cordon"`
-}
+// Environment variables that override the kubernetes section: the
+// DaemonSet sets NODE_NAME from the downward API (spec.nodeName), which
+// the shipped ConfigMap cannot know; VIGIL_KUBECONFIG points a vigil run
+// outside the cluster at a kubeconfig.
+const (
+	envNodeName   = "NODE_NAME"
+	envKubeconfig = "VIGIL_KUBECONFIG"
+)
 
-// KubernetesConfigFromEnv reads the section from the environment: NODE_NAME
-// (enables it), VIGIL_KUBECONFIG, VIGIL_CRI_ENDPOINT,
-// VIGIL_K8S_LABEL_KEYS and VIGIL_K8S_ANNOTATION_KEYS (comma-separated),
-// VIGIL_K8S_DELETE_POD_FALLBACK, VIGIL_K8S_MAX_REPLICAS,
-// VIGIL_K8S_SCALE_COOLDOWN, VIGIL_K8S_CORDON.
-func KubernetesConfigFromEnv(hostRoot string, getenv func(string) string) (KubernetesConfig, error) {
-	c := KubernetesConfig{NodeName: getenv("NODE_NAME"), Kubeconfig: getenv("VIGIL_KUBECONFIG"), CRIEndpoint: getenv("VIGIL_CRI_ENDPOINT")}
-	c.Enabled = c.NodeName != ""
+// kubernetesSettings resolves the kubernetes section of the config file:
+// NODE_NAME and VIGIL_KUBECONFIG override node_name and kubeconfig when
+// set, and an empty cri_endpoint is containerd's socket under hostRoot.
+// Whether the integration runs is the file's choice (enabled); an enabled
+// section must end with a node name.
+func kubernetesSettings(c config.Kubernetes, hostRoot string, getenv func(string) string) (config.Kubernetes, error) {
+	if v := strings.TrimSpace(getenv(envNodeName)); v != "" {
+		c.NodeName = v
+	}
+	if v := getenv(envKubeconfig); v != "" {
+		c.Kubeconfig = v
+	}
 	if c.CRIEndpoint == "" {
 		c.CRIEndpoint = "unix://" + filepath.Join(hostRoot, "run/containerd/containerd.sock")
 	}
-	list := func(k string) []string {
-		v := strings.TrimSpace(getenv(k))
-		if v == "" {
-			return nil
-		}
-		return strings.Split(v, ",")
+	if c.Enabled && c.NodeName == "" {
+		return c, fmt.Errorf("kubernetes: node_name is empty and %s is not set (set it from the downward API's spec.nodeName)", envNodeName)
 	}
-	c.LabelKeys, c.AnnotationKeys = list("VIGIL_K8S_LABEL_KEYS"), list("VIGIL_K8S_ANNOTATION_KEYS")
-	var err error
-	boolean := func(k string) bool {
-		v := getenv(k)
-		if v == "" {
-			return false
-		}
-		b, e := strconv.ParseBool(v)
-		if e != nil && err == nil {
-			err = fmt.Errorf("%s: want true or false, got %q", k, v)
-		}
-		return b
-	}
-	c.DeletePodFallback, c.Cordon = boolean("VIGIL_K8S_DELETE_POD_FALLBACK"), boolean("VIGIL_K8S_CORDON")
-	if v := getenv("VIGIL_K8S_MAX_REPLICAS"); v != "" {
-		n, e := strconv.ParseInt(v, 10, 32)
-		if e != nil || n < 0 {
-			return c, fmt.Errorf("VIGIL_K8S_MAX_REPLICAS: want a replica count, got %q", v)
-		}
-		c.MaxReplicas = int32(n)
-	}
-	if v := getenv("VIGIL_K8S_SCALE_COOLDOWN"); v != "" {
-		d, e := time.ParseDuration(v)
-		if e != nil || d < 0 {
-			return c, fmt.Errorf("VIGIL_K8S_SCALE_COOLDOWN: want a duration, got %q", v)
-		}
-		c.ScaleCooldown = d
-	}
-	return c, err
+	return c, nil
 }
 
 // Kubernetes is the running Kubernetes integration: the Enricher and the
@@ -103,7 +57,7 @@ type Kubernetes struct {
 
 // NewKubernetes builds the client, the Enricher and the actions of c. It
 // starts nothing.
-func NewKubernetes(a *Agent, c KubernetesConfig) (*Kubernetes, error) {
+func NewKubernetes(a *Agent, c config.Kubernetes) (*Kubernetes, error) {
 	var rc *rest.Config
 	var err error
 	if c.Kubeconfig != "" {
@@ -132,17 +86,19 @@ func NewKubernetes(a *Agent, c KubernetesConfig) (*Kubernetes, error) {
 	return &Kubernetes{Enricher: e, Actions: acts}, nil
 }
 
-// setupKubernetes wires the integration into a starting agent: enrich every
-// snapshot, register the actions with the executor, run the informer, and
-// report an unreachable API server as degraded on /readyz (observation and
-// local actions go on).
+// setupKubernetes wires the integration into a starting agent when the
+// config file's kubernetes section enables it (read once at start; a
+// reload does not change it): enrich every snapshot, register the actions
+// with the executor, run the informer, and report an unreachable API
+// server as degraded on /readyz (observation and local actions go on).
 func setupKubernetes(a *Agent) error {
-	c, err := KubernetesConfigFromEnv(a.Config().HostRoot, os.Getenv)
+	cfg := a.Config()
+	if !cfg.Kubernetes.Enabled {
+		return nil
+	}
+	c, err := kubernetesSettings(cfg.Kubernetes, cfg.HostRoot, os.Getenv)
 	if err != nil {
 		return err
-	}
-	if !c.Enabled {
-		return nil
 	}
 	k, err := NewKubernetes(a, c)
 	if err != nil {

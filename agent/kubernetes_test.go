@@ -4,31 +4,41 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/vigil-agent/vigil/agent/config"
 )
 
-func TestKubernetesConfigFromEnv(t *testing.T) {
+func TestKubernetesSettings(t *testing.T) {
+	daemonSet := config.Kubernetes{Enabled: true, LabelKeys: []string{"app", "team"}, MaxReplicas: 20,
+		ScaleCooldown: 10 * time.Minute, DeletePodFallback: true, Cordon: true}
+	withNode := daemonSet
+	withNode.NodeName, withNode.CRIEndpoint = "n1", "unix:///host/run/containerd/containerd.sock"
 	tests := []struct {
 		name    string
+		file    config.Kubernetes
 		env     map[string]string
-		want    KubernetesConfig
+		want    config.Kubernetes
 		wantErr bool
 	}{
-		{"off without NODE_NAME", nil, KubernetesConfig{CRIEndpoint: "unix:///host/run/containerd/containerd.sock"}, false},
-		{"DaemonSet", map[string]string{"NODE_NAME": "n1", "VIGIL_CRI_ENDPOINT": "unix:///run/k3s/containerd/containerd.sock",
-			"VIGIL_K8S_LABEL_KEYS": "app,team", "VIGIL_K8S_MAX_REPLICAS": "20", "VIGIL_K8S_SCALE_COOLDOWN": "10m", "VIGIL_K8S_DELETE_POD_FALLBACK": "true"},
-			KubernetesConfig{Enabled: true, NodeName: "n1", CRIEndpoint: "unix:///run/k3s/containerd/containerd.sock", LabelKeys: []string{"app", "team"},
-				MaxReplicas: 20, ScaleCooldown: 10 * time.Minute, DeletePodFallback: true}, false},
-		{"bad bool", map[string]string{"NODE_NAME": "n1", "VIGIL_K8S_CORDON": "yes please"}, KubernetesConfig{}, true},
-		{"bad replicas", map[string]string{"NODE_NAME": "n1", "VIGIL_K8S_MAX_REPLICAS": "-1"}, KubernetesConfig{}, true},
+		{"off: only the socket default", config.Kubernetes{}, map[string]string{"NODE_NAME": "n1"},
+			config.Kubernetes{NodeName: "n1", CRIEndpoint: "unix:///host/run/containerd/containerd.sock"}, false},
+		{"DaemonSet: node name from the downward API, the rest from the file", daemonSet, map[string]string{"NODE_NAME": "n1"}, withNode, false},
+		{"environment overrides the file", config.Kubernetes{Enabled: true, NodeName: "from-file", Kubeconfig: "/etc/kube.conf",
+			CRIEndpoint: "unix:///run/k3s/containerd/containerd.sock"},
+			map[string]string{"NODE_NAME": "n2", "VIGIL_KUBECONFIG": "/root/.kube/config"},
+			config.Kubernetes{Enabled: true, NodeName: "n2", Kubeconfig: "/root/.kube/config", CRIEndpoint: "unix:///run/k3s/containerd/containerd.sock"}, false},
+		{"node name from the file on a plain host", config.Kubernetes{Enabled: true, NodeName: "n3"}, nil,
+			config.Kubernetes{Enabled: true, NodeName: "n3", CRIEndpoint: "unix:///host/run/containerd/containerd.sock"}, false},
+		{"enabled without a node name", config.Kubernetes{Enabled: true}, map[string]string{"NODE_NAME": " "}, config.Kubernetes{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := KubernetesConfigFromEnv("/host", func(k string) string { return tt.env[k] })
+			got, err := kubernetesSettings(tt.file, "/host", func(k string) string { return tt.env[k] })
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
 			}
 			if !tt.wantErr && !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("got %+v\nwant %+v", got, tt.want)
+				t.Errorf("got  %+v\nwant %+v", got, tt.want)
 			}
 		})
 	}

@@ -221,6 +221,8 @@ self:
 remediation:
   journal:
     path: %s
+kubernetes:
+  enabled: true
 `, selfPath, minBytes, lowBytes, filepath.Join(blocker, "journal.db"))
 	c := startChildAgent(t, cfg, "NODE_NAME=vigil-test-node", "VIGIL_KUBECONFIG="+kubeconfig)
 	pid := c.cmd.Process.Pid

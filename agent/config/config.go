@@ -227,7 +227,9 @@ func (w *InboundAlerts) Validate() error {
 type Kubernetes struct {
 	// Enabled turns the pod informer and the Kubernetes actions on.
 	Enabled bool `yaml:"enabled" json:"enabled"`
-	// NodeName is this node's name (the downward API's spec.nodeName).
+	// NodeName is this node's name; the NODE_NAME environment variable
+	// overrides it (the DaemonSet sets it from the downward API's
+	// spec.nodeName). Enabled needs one of the two.
 	NodeName string `yaml:"node_name" json:"node_name"`
 	// Kubeconfig is a kubeconfig file; empty means in-cluster.
 	Kubeconfig string `yaml:"kubeconfig" json:"kubeconfig"`
@@ -245,16 +247,14 @@ type Kubernetes struct {
 	MaxReplicas int32 `yaml:"max_replicas" json:"max_replicas"`
 	// ScaleCooldown is the minimum time between scale-outs of a workload.
 	ScaleCooldown time.Duration `yaml:"scale_cooldown" json:"scale_cooldown"`
-	// Cordon registers the cordon action (needs its own RBAC).
+	// Cordon registers the cordon action (needs its own RBAC); rules can
+	// then name it on node-level findings. Off by default.
 	Cordon bool `yaml:"cordon" json:"cordon"`
 }
 
 // Validate checks the kubernetes section.
 func (k *Kubernetes) Validate() error {
 	var errs []error
-	if k.Enabled && k.NodeName == "" {
-		errs = append(errs, fieldErr("node_name", "required when kubernetes is enabled"))
-	}
 	if k.MaxReplicas < 0 {
 		errs = append(errs, fieldErr("max_replicas", "must not be negative, got %d", k.MaxReplicas))
 	}

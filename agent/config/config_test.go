@@ -173,7 +173,6 @@ func TestValidateSections(t *testing.T) {
 		{"body size", func(c *Config) { c.API.MaxBodyBytes = 1 << 30 }, "api.max_body_bytes"},
 		{"oom score", func(c *Config) { c.Self.OOMScoreAdj = -2000 }, "self.oom_score_adj"},
 		{"memory limit", func(c *Config) { c.Self.MemoryLimitBytes = -1 }, "self.memory_limit_bytes"},
-		{"kubernetes node name", func(c *Config) { c.Kubernetes.Enabled = true }, "kubernetes.node_name"},
 		{"kubernetes replicas", func(c *Config) { c.Kubernetes.MaxReplicas = -1 }, "kubernetes.max_replicas"},
 		{"kubernetes cooldown", func(c *Config) { c.Kubernetes.ScaleCooldown = -time.Second }, "kubernetes.scale_cooldown"},
 		{"kubernetes cri", func(c *Config) { c.Kubernetes.CRIEndpoint = "/run/containerd.sock" }, "kubernetes.cri_endpoint"},

@@ -119,6 +119,9 @@ remediation:
   per_target: {every: 10s, burst: 3}
   journal:
     path: /var/lib/vigil/journal.db
+kubernetes:
+  enabled: true
+  cri_endpoint: unix:///host/run/containerd/containerd.sock
 `, vigilPort),
 	}
 	for name, content := range files {
@@ -185,6 +188,7 @@ remediation:
 	hog("hog-control", nil)
 
 	// vigil names the pods (identity from its informer).
+	tNamed := time.Now()
 	if err := waitFor(60*time.Second, func() error {
 		body, code := get(t, base+"/api/v1/snapshot")
 		if code != http.StatusOK {
@@ -206,8 +210,12 @@ remediation:
 		}
 		t.Logf("snapshot: %d bytes, kubepods cgroups:\n%s", len(body), strings.Join(kube, "\n"))
 		t.Logf("vigil logs:\n%s", n.tryKubectl("logs", "-n", "vigil", vigilPod, "--tail=60"))
+		readyz, _ := get(t, base+"/readyz")
+		t.Logf("/readyz: %s", readyz)
+		t.Logf("pods:\n%s", n.tryKubectl("get", "pods", "-A", "-o", "wide"))
 		t.Fatal(err)
 	}
+	t.Logf("vigil named leak/hog-vigil/hog %.1fs after the pods were created", time.Since(tNamed).Seconds())
 
 	restarted := func(name string) (*corev1.ContainerStateTerminated, int32) {
 		p, err := n.Client.CoreV1().Pods("leak").Get(ctx, name, metav1.GetOptions{})
