@@ -54,6 +54,13 @@ func cmdMatrix(ctx context.Context, log *slog.Logger, args []string) error {
 		fs.Usage()
 		return errors.New("pass -matrix")
 	}
+	if *rules != "" {
+		abs, err := filepath.Abs(*rules)
+		if err != nil {
+			return err
+		}
+		*rules = abs
+	}
 	o := matrixOptions{Scenarios: split(*scs), Agents: split(*ags), Out: *out, JSON: *jsonOut, Rules: *rules, Window: *window, OwnView: *ownView}
 	for _, v := range split(*cgs) {
 		switch v {
