@@ -120,7 +120,13 @@ type LatencyReport struct {
 	Pollers []time.Duration `json:"pollers"`
 	LoadAvg []string        `json:"loadavg"`
 	Errors  []string        `json:"errors,omitempty"`
+	// VigilCounters are vigil's own counters at the end of the run: how
+	// many kernel notifications it received and off-cycle snapshots it took.
+	VigilCounters map[string]float64 `json:"vigil_counters,omitempty"`
 }
+
+// vigilCounters are the self-metrics the latency report quotes.
+var vigilCounters = []string{"vigil_offcycle_snapshots_total", "vigil_events_coalesced_total", "vigil_events_dropped_total", "vigil_tick_overruns_total"}
 
 func cmdLatency(ctx context.Context, log *slog.Logger, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("latency", flag.ContinueOnError)
@@ -296,8 +302,17 @@ remediation:
 	if ctx.Err() != nil {
 		return rep, ctx.Err()
 	}
-	// vigil's side, from its journal API.
+	// vigil's side, from its journal API and its counters.
 	time.Sleep(time.Second)
+	if _, _, body, err := sc.scrapeBody(ctx); err == nil {
+		rep.VigilCounters = map[string]float64{}
+		for _, name := range vigilCounters {
+			if v, ok := sampleValue(body, name); ok {
+				rep.VigilCounters[name] = v
+			}
+		}
+		rep.VigilCounters["vigil_events_received_total"] = sumFamily(body, "vigil_events_received_total")
+	}
 	if err := fillFromJournal(ctx, addr, rep); err != nil {
 		return rep, err
 	}
@@ -524,6 +539,14 @@ func writeLatency(w io.Writer, rep *LatencyReport) {
 	for k, p := range rep.Pollers {
 		row(fmt.Sprintf("poller every %v, random phase", p), distOf(polls[k]))
 	}
+	if len(rep.VigilCounters) > 0 {
+		var kv []string
+		for k, v := range rep.VigilCounters {
+			kv = append(kv, fmt.Sprintf("%s %g", k, v))
+		}
+		slices.Sort(kv)
+		fmt.Fprintf(w, "\nvigil's counters at the end: %s\n", strings.Join(kv, ", "))
+	}
 	fmt.Fprintf(w, "\nTrials without a vigil record: %d. Trial errors: %d. Load average at start and end: %s\n", missing, len(rep.Errors), strings.Join(rep.LoadAvg, " → "))
 	if f, p := distOf(finding), distOf(polls[0]); f.P50 > 0 && len(polls) > 0 {
 		fmt.Fprintf(w, "\nRatios: 1 s poller p50 / vigil Finding p50 = %.0f×; p99 %.0f×\n", float64(p.P50)/float64(f.P50), float64(p.P99)/float64(max(f.P99, 1)))
@@ -539,4 +562,19 @@ func fmtDur(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%.2f s", d.Seconds())
 	}
+}
+
+// sumFamily adds up every sample of a counter family, whatever its labels.
+func sumFamily(body []byte, name string) float64 {
+	total := 0.0
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			total += v
+		}
+	}
+	return total
 }
