@@ -463,6 +463,9 @@ sampling:
 	// line in its log, or the first SIGTERM death of a workload.
 	first := firstAgentKill
 	for _, e := range entries {
+		if e.Kind != "remediation" || !strings.HasPrefix(e.Target, c.parent.rel+"/") {
+			continue // another cgroup's record, or a start-up recovery
+		}
 		if !e.FirstStep.IsZero() && (first.IsZero() || e.FirstStep.Before(first)) {
 			first = e.FirstStep
 		}

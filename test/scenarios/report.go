@@ -183,7 +183,7 @@ func (r *report) tables(b *bytes.Buffer) {
 }
 
 func journalCell(c CellResult) string {
-	if c.Agent != "vigil" {
+	if !strings.HasPrefix(c.Agent, "vigil") {
 		return ""
 	}
 	if len(c.Journal) == 0 {
