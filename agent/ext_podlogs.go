@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +27,19 @@ func setupPodLogs(a *Agent) error {
 	if !cfg.PodLogs.Enabled {
 		return nil
 	}
-	src, err := newPodLogSource(cfg, a.log, func() logPoster { return a.logForwarder() })
+	var fwd logPoster
+	if cfg.PodLogs.ForwardMatches {
+		f, err := a.forwarder()
+		if err != nil {
+			return err
+		}
+		if f == nil {
+			a.log.Warn("podlogs.forward_matches is set but forward.address is empty: matched lines are only counted")
+		} else {
+			fwd = f
+		}
+	}
+	src, err := newPodLogSource(cfg, a.log, fwd)
 	if err != nil {
 		return err
 	}
@@ -48,32 +59,10 @@ func init() {
 	registerExtension(&Extension{Name: "podlogs", Setup: setupPodLogs})
 }
 
-// logPoster is where matched lines are forwarded (telemetry.Forwarder).
+// logPoster is where matched lines are forwarded (the agent's
+// telemetry.Forwarder).
 type logPoster interface {
 	Post(kind telemetry.Kind, t time.Time, record map[string]any) bool
-}
-
-// logForwarders holds the log forwarder of each agent: the extension that
-// owns the forward pipeline registers it with SetLogForwarder, and
-// podlogs.forward_matches sends the matched lines there.
-var logForwarders sync.Map // *Agent -> logPoster
-
-// SetLogForwarder makes f the destination of matched container log lines
-// (podlogs.forward_matches); nil removes it. Call it from an Extension's
-// Setup; it may run before or after the pod logs extension's.
-func (a *Agent) SetLogForwarder(f logPoster) {
-	if f == nil {
-		logForwarders.Delete(a)
-		return
-	}
-	logForwarders.Store(a, f)
-}
-
-func (a *Agent) logForwarder() logPoster {
-	if v, ok := logForwarders.Load(a); ok {
-		return v.(logPoster)
-	}
-	return nil
 }
 
 // podLogSource runs the tailer and keeps an index of its counters that the
@@ -100,7 +89,9 @@ type logIndex struct {
 	counts []podlogs.ContainerCounts
 }
 
-func newPodLogSource(cfg *config.Config, log *slog.Logger, forwarder func() logPoster) (*podLogSource, error) {
+// newPodLogSource builds the tailer; fwd, when not nil, receives the
+// matched lines (podlogs.forward_matches).
+func newPodLogSource(cfg *config.Config, log *slog.Logger, fwd logPoster) (*podLogSource, error) {
 	pc := cfg.PodLogs
 	root := pc.Root
 	if root == "" {
@@ -122,15 +113,11 @@ func newPodLogSource(cfg *config.Config, log *slog.Logger, forwarder func() logP
 	}
 	opts := podlogs.Options{Root: root, StateFile: state, Patterns: patterns, StartAtEnd: pc.StartAtEnd,
 		PollInterval: pc.PollInterval, Logger: log}
-	if pc.ForwardMatches {
+	if fwd != nil {
 		opts.OnMatch = func(m podlogs.Match) {
-			f := forwarder()
-			if f == nil {
-				s.unforwarded.Add(1)
-				return
-			}
+			// Post never blocks: a dead pipeline drops and counts.
 			rec, err := telemetry.Record(m)
-			if err != nil || !f.Post(telemetry.KindLog, m.Time, rec) {
+			if err != nil || !fwd.Post(telemetry.KindLog, m.Time, rec) {
 				s.unforwarded.Add(1)
 			}
 		}
@@ -256,7 +243,7 @@ var (
 	descPodLogFiles = prometheus.NewDesc("vigil_podlog_files",
 		"Container log files followed.", nil, nil)
 	descPodLogUnforwarded = prometheus.NewDesc("vigil_podlog_unforwarded_total",
-		"Matched log messages not forwarded (no forwarder configured or its buffer full).", nil, nil)
+		"Matched log messages podlogs.forward_matches could not hand to the forwarder (its buffer full or closed).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.

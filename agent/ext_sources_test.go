@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,6 +28,7 @@ import (
 	"github.com/vigil-agent/vigil/remediate/journal"
 	"github.com/vigil-agent/vigil/rules"
 	"github.com/vigil-agent/vigil/test/cgtest"
+	"github.com/vigil-agent/vigil/test/otelcol"
 )
 
 // freeAddr returns a loopback address that was free a moment ago.
@@ -79,10 +82,12 @@ func TestOTLPErrorRatioAtMemoryLimit(t *testing.T) {
 	cgtest.Start(t, cmd)
 	pid := cmd.Process.Pid
 
+	col := otelcol.Start(t)
 	cfg := testConfig(t)
 	cfg.OTLP.Enabled = true
 	cfg.OTLP.Listen = freeAddr(t)
 	cfg.OTLP.Window = 10 * time.Second
+	cfg.OTLP.ForwardURL = col.OTLPHTTP
 	rulesDir := t.TempDir()
 	rule := "rules:\n- name: errors-at-memory-limit\n  severity: critical\n  selector:\n    paths: [\"" + g.Path() + "\"]\n" +
 		"  condition: service.error_ratio > 0.5 && service.request_rate > 0 && usage_ratio > 0.6\n  actions:\n  - action: freeze\n"
@@ -150,6 +155,22 @@ func TestOTLPErrorRatioAtMemoryLimit(t *testing.T) {
 		t.Errorf("vigil_service_error_ratio{service=cart} = %v (found %v), want 0.75", v, ok)
 	}
 	checkPromtool(t, body)
+
+	// The spans went on, unchanged, to the user's collector.
+	spans := col.WaitSpans(t, 15*time.Second, func(s []otelcol.Span) bool { return len(s) >= 20 })
+	errs := 0
+	for _, sp := range spans {
+		if sp.Service != "cart" || fmt.Sprint(sp.Resource["process.pid"]) != strconv.Itoa(pid) {
+			t.Errorf("forwarded span service %q resource %v, want cart with process.pid %d", sp.Service, sp.Resource, pid)
+			break
+		}
+		if sp.StatusCode == 2 {
+			errs++
+		}
+	}
+	if len(spans) != 20 || errs != 15 {
+		t.Errorf("collector got %d spans, %d errors; want 20, 15", len(spans), errs)
+	}
 }
 
 func ruleStates(a *Agent, rule string) []rules.TargetState {
@@ -200,6 +221,9 @@ func TestPodLogsJoinFixtureCgroup(t *testing.T) {
 	cfg.Events.Enabled = false
 	cfg.PodLogs.Enabled = true
 	cfg.PodLogs.PollInterval = 100 * time.Millisecond
+	col := otelcol.Start(t)
+	cfg.Forward.Address = col.Forward
+	cfg.PodLogs.ForwardMatches = true
 	rulesDir := t.TempDir()
 	rule := "rules:\n- name: java-heap-exhausted\n  condition: increase(log_matches(\"OutOfMemoryError\"), \"1m\") >= 2\n"
 	if err := os.WriteFile(filepath.Join(rulesDir, "logs.yaml"), []byte(rule), 0o644); err != nil {
@@ -286,6 +310,20 @@ func TestPodLogsJoinFixtureCgroup(t *testing.T) {
 		t.Errorf("vigil_podlog_matches_total = %v (found %v), want 2", v, ok)
 	}
 	checkPromtool(t, body)
+	// The three matching messages (the split one joined) were forwarded
+	// to the collector tagged vigil.log; the other lines were not.
+	logs := col.WaitLogs(t, 15*time.Second, func(l []otelcol.LogRecord) bool { return len(l) >= 3 })
+	var bodies []string
+	for _, l := range logs {
+		if l.Attrs["fluent.tag"] == "vigil.log" {
+			bodies = append(bodies, fmt.Sprint(l.Body))
+		}
+	}
+	sort.Strings(bodies)
+	wantBodies := []string{`Exception in thread "main" java.lang.OutOfMemoryError: Java heap space`, "java.lang.OutOfMemoryError: Metaspace", "malloc: Cannot allocate memory"}
+	if !slices.Equal(bodies, wantBodies) {
+		t.Errorf("forwarded %q, want %q", bodies, wantBodies)
+	}
 	// Offsets and counters are kept next to the journal.
 	if _, err := os.Stat(filepath.Join(filepath.Dir(cfg.Remediation.Journal.Path), "podlogs.json")); err != nil {
 		t.Errorf("state file: %v", err)
