@@ -25,6 +25,20 @@ type Action interface {
 	Do(ctx context.Context, req Request) (Result, error)
 }
 
+// NodeScoped is implemented by actions that act on the node itself (cordon)
+// rather than on a cgroup: only they run on node-level findings, which have
+// no cgroup. Every other action is refused on a node target
+// (RefusedNoCgroup).
+type NodeScoped interface {
+	NodeScoped() bool
+}
+
+// nodeScoped reports whether a acts on the node.
+func nodeScoped(a Action) bool {
+	n, ok := a.(NodeScoped)
+	return ok && n.NodeScoped()
+}
+
 // Releaser is implemented by actions that hold something (a lowered limit,
 // a frozen cgroup) until the condition clears: Release restores it.
 type Releaser interface {

@@ -430,24 +430,33 @@ func (x *Executor) start(f *rules.Finding) {
 	if running {
 		return
 	}
-	known := false
+	known, nodeActs := false, false
 	for _, st := range f.Actions {
-		known = known || x.action(st.Action) != nil
+		act := x.action(st.Action)
+		known = known || act != nil
+		nodeActs = nodeActs || act != nil && nodeScoped(act)
 	}
 	if !known {
 		x.metrics.refused.WithLabelValues(RefusedUnknownAction).Inc()
 		x.episodeRecord(f, journal.KindRefusal, RefusedUnknownAction, "refused: no action of the ladder is available on this node")
 		return
 	}
-	if reason := x.safety.admit(f.Target, time.Now()); reason != "" {
+	// A node-level finding has no cgroup: only node-scoped actions (cordon)
+	// take it; its ladder's other steps are refused one by one.
+	onNode := f.Target.Kind == "node" && nodeActs
+	if reason := x.safety.admitScoped(f.Target, onNode, time.Now()); reason != "" {
 		x.metrics.refused.WithLabelValues(reason).Inc()
 		x.episodeRecord(f, journal.KindRefusal, reason, "refused by safety: "+reason)
 		return
 	}
 	var cg Cgroup
-	loc, err := x.cfg.Resolver(f.Target)
-	if err == nil {
-		cg, err = OpenCgroup(loc)
+	var err error
+	if !onNode {
+		var loc Location
+		loc, err = x.cfg.Resolver(f.Target)
+		if err == nil {
+			cg, err = OpenCgroup(loc)
+		}
 	}
 	if err != nil {
 		x.safety.done()
@@ -506,12 +515,14 @@ func (x *Executor) request(l *ladder, st *rules.ActionStep, dry bool) Request {
 func (x *Executor) runLadder(l *ladder) {
 	tr, rec := l.tr, l.tr.rec
 	log := x.log.With("remediation_id", l.id, "rule", l.finding.Rule, "target", l.finding.Target.Key())
-	if pids, err := l.cg.Pids(); err == nil {
-		procs := topProcesses(pids)
-		if len(procs) > 5 {
-			procs = procs[:5]
+	if l.cg != nil { // nil for a node target: no processes of its own
+		if pids, err := l.cg.Pids(); err == nil {
+			procs := topProcesses(pids)
+			if len(procs) > 5 {
+				procs = procs[:5]
+			}
+			rec.Evidence.TopProcesses = procs
 		}
-		rec.Evidence.TopProcesses = procs
 	}
 	if x.events.has() {
 		tr.mu.Lock()
@@ -525,7 +536,9 @@ func (x *Executor) runLadder(l *ladder) {
 		if x.isResolved(l) || x.ctx.Err() != nil {
 			break
 		}
-		refused, dry := x.safety.step(l.finding.Target, *st)
+		act := x.action(st.Action)
+		onNode := l.cg == nil && act != nil && nodeScoped(act)
+		refused, dry := x.safety.step(l.finding.Target, *st, onNode)
 		step := journal.Step{Index: i, Action: st.Action, Params: st.Params, VerifyExpr: st.VerifyExpr,
 			Timeout: st.Timeout, DryRun: dry, Intent: time.Now()}
 		if refused != "" {
@@ -540,7 +553,6 @@ func (x *Executor) runLadder(l *ladder) {
 			log.Warn("step refused", "action", st.Action, "reason", refused)
 			break
 		}
-		act := x.action(st.Action)
 		if act == nil {
 			// Validated at load time but not registered here (e.g. a
 			// Kubernetes action on a node without Kubernetes): next step.

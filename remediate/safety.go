@@ -181,11 +181,17 @@ func newSafety(cfg SafetyConfig) *safety {
 	return &safety{cfg: cfg, targets: map[string]*bucket{}, recent: map[string]time.Time{}}
 }
 
-// refusal returns why t may not be touched at all, or "".
-func (s *safety) refusal(t rules.Target) string {
+// refusal returns why t may not be touched at all, or "". nodeScoped says
+// the action acts on the node itself (NodeScoped): only such an action may
+// take a node target, and the cgroup selectors (self, protected, omit,
+// opt-in) do not apply to it; its opt-in is its registration (e.g.
+// kubernetes.cordon), and pause, dry-run and the rate limits still hold.
+func (s *safety) refusal(t rules.Target, nodeScoped bool) string {
 	switch {
 	case s.paused:
 		return RefusedPaused
+	case nodeScoped && t.Kind == "node":
+		return ""
 	case t.Kind != "cgroup" || t.Path == "":
 		return RefusedNoCgroup
 	case related(t.Path, s.cfg.SelfCgroup):
@@ -202,10 +208,14 @@ func (s *safety) refusal(t rules.Target) string {
 
 // admit decides whether a remediation of t may start now, and if so counts
 // it as active (release with done).
-func (s *safety) admit(t rules.Target, now time.Time) string {
+func (s *safety) admit(t rules.Target, now time.Time) string { return s.admitScoped(t, false, now) }
+
+// admitScoped is admit for a ladder that has a node-scoped action when
+// nodeScoped is set.
+func (s *safety) admitScoped(t rules.Target, nodeScoped bool, now time.Time) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r := s.refusal(t); r != "" {
+	if r := s.refusal(t, nodeScoped); r != "" {
 		return r
 	}
 	if s.cfg.MaxConcurrent > 0 && s.active >= s.cfg.MaxConcurrent {
@@ -251,10 +261,10 @@ func (s *safety) done() {
 
 // step decides, before every action, whether it may run and whether it runs
 // dry.
-func (s *safety) step(t rules.Target, st rules.ActionStep) (refused string, dryRun bool) {
+func (s *safety) step(t rules.Target, st rules.ActionStep, nodeScoped bool) (refused string, dryRun bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.refusal(t), s.cfg.DryRun || st.DryRun
+	return s.refusal(t, nodeScoped), s.cfg.DryRun || st.DryRun
 }
 
 // rank orders competing targets: preferred first, avoided last.

@@ -403,9 +403,16 @@ func (k *Kube) takeLease(ctx context.Context, w Workload, cooldown time.Duration
 // It is registered only when Config.EnableCordon is set.
 type Cordon struct{ k *Kube }
 
-var _ remediate.Action = (*Cordon)(nil)
+var (
+	_ remediate.Action     = (*Cordon)(nil)
+	_ remediate.NodeScoped = (*Cordon)(nil)
+)
 
 func (*Cordon) Name() string { return ActionCordon }
+
+// NodeScoped tells the executor that cordon acts on the node, so it runs on
+// node-level findings (remediate.NodeScoped).
+func (*Cordon) NodeScoped() bool { return true }
 
 func (a *Cordon) Do(ctx context.Context, req remediate.Request) (remediate.Result, error) {
 	if req.Target.Kind != "node" && req.Target.Key() != rules.NodeTarget {
