@@ -294,7 +294,7 @@ func (e *Engine) refresh(t *target, c *collectors.CgroupSample) {
 	}
 	// History rings follow the signals the set keeps history for.
 	if len(t.match) > 0 || t.kind == TargetNode {
-		n, windows := cgroupSlots, set.cgroupWindows
+		n, windows := max(len(set.cgroupWindows), len(collectors.CgroupSignals)), set.cgroupWindows
 		counter := cgroupCounter
 		if t.kind == TargetNode {
 			n, windows = len(collectors.NodeSignals), set.nodeWindows
@@ -303,6 +303,7 @@ func (e *Engine) refresh(t *target, c *collectors.CgroupSample) {
 		if t.series == nil {
 			t.series = newSeries(n)
 		}
+		t.series.grow(n)
 		if t.series.rings == nil {
 			t.series.rings = make([]*ring, n)
 		}
@@ -530,7 +531,7 @@ func (e *Engine) Verify(c *Condition, snap *collectors.Snapshot, tgt Target) (bo
 		if sample == nil {
 			return false, nil, fmt.Errorf("verify %s: %w", tgt.Path, ErrTargetGone)
 		}
-		s := newSeries(cgroupSlots)
+		s := newSeries(cgroupSlots())
 		if t := e.targets[tgt.Path]; t != nil && t.series != nil {
 			s.rings = t.series.rings
 		}

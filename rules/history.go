@@ -63,6 +63,17 @@ func newSeries(n int) *series {
 	return s
 }
 
+// grow extends the series to n signals (log patterns a reload added).
+func (s *series) grow(n int) {
+	for len(s.vals) < n {
+		s.vals = append(s.vals, math.NaN())
+		s.boxed = append(s.boxed, nil)
+		if s.rings != nil {
+			s.rings = append(s.rings, nil)
+		}
+	}
+}
+
 // set stores a current value. Boxing for the CEL interpreter is lazy
 // (boxedAt): conditions on the native path never need it.
 func (s *series) set(i int, v float64) { s.vals[i] = v }

@@ -34,8 +34,16 @@ const (
 	maxLogPatterns = 32
 )
 
-// cgroupSlots is the size of a cgroup target's signal series.
-var cgroupSlots = len(collectors.CgroupSignals) + maxLogPatterns
+// cgroupSlots is the size a cgroup target's signal series needs: the
+// signal table plus the log patterns interned so far (a series grows when
+// a reload brings new ones, so targets pay only for the patterns in use).
+func cgroupSlots() int {
+	n := len(collectors.CgroupSignals)
+	if p := logPatterns.names.Load(); p != nil {
+		n += len(*p)
+	}
+	return n
+}
 
 // logPatterns interns pattern names to slots. Slots are never reused, so a
 // compiled condition's slot stays valid for the life of the process.

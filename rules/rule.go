@@ -198,7 +198,7 @@ func Load(files map[string][]byte, opts LoadOptions) (*RuleSet, error) {
 // index computes which signals the set needs per tick and which keep
 // history, with the longest window each is asked over.
 func (s *RuleSet) index() {
-	s.cgroupWindows = make([]time.Duration, cgroupSlots)
+	s.cgroupWindows = make([]time.Duration, cgroupSlots())
 	s.nodeWindows = make([]time.Duration, len(collectors.NodeSignals))
 	cgNeed := make([]bool, len(s.cgroupWindows))
 	nodeNeed := make([]bool, len(s.nodeWindows))

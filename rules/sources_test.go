@@ -138,3 +138,16 @@ func TestSourceSignalsAbsent(t *testing.T) {
 		}
 	}
 }
+
+// A reload that names a new log pattern grows the series of the targets
+// already tracked, and the new pattern's history works at once.
+func TestLogMatchesNewPatternOnSwap(t *testing.T) {
+	e := NewEngine(mustLoad(t, "rules:\n- name: a\n  condition: 'log_matches(\"swap-test-a\") > 0'\n"), EngineOptions{})
+	logs := map[string]uint64{"swap-test-a": 0, "swap-test-new": 0}
+	e.Evaluate(snapOf(withLogs(cg("/a", 1, 10), logs)), t0)
+	e.Swap(mustLoad(t, "rules:\n- name: b\n  condition: 'increase(log_matches(\"swap-test-new\"), \"1m\") >= 1'\n"))
+	runTicks(t, e, []tick{
+		{10 * time.Second, snapOf(withLogs(cg("/a", 1, 10), logs)), nil},
+		{20 * time.Second, snapOf(withLogs(cg("/a", 1, 10), map[string]uint64{"swap-test-new": 1})), []string{"b /a firing enforce"}},
+	})
+}
