@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,9 +29,10 @@ import (
 )
 
 var (
-	long  = flag.Bool("long", false, "10 000 cgroups, then a soak (-churn.soak)")
-	total = flag.Int("churn.cgroups", 0, "cgroups to create and delete (0: 2000, or 10000 with -long)")
-	soak  = flag.Duration("churn.soak", 30*time.Minute, "with -long: how long to keep churning after the 10 000")
+	long        = flag.Bool("long", false, "10 000 cgroups, then a soak (-churn.soak)")
+	total       = flag.Int("churn.cgroups", 0, "cgroups to create and delete (0: 2000, or 10000 with -long)")
+	soak        = flag.Duration("churn.soak", 30*time.Minute, "with -long: how long to keep churning after the 10 000")
+	heapProfile = flag.String("churn.heapprofile", "", "write a heap profile here once the churn is over (what is left)")
 )
 
 func TestMain(m *testing.M) { cgtest.Main(m) }
@@ -227,6 +229,17 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 	churnTime := time.Since(start)
 	after := settle(t, base, &before)
 	t.Logf("%d cgroups created and deleted in %v; peak: %v; after: %v", created, churnTime.Round(time.Millisecond), peak, after)
+	if *heapProfile != "" {
+		f, err := os.Create(*heapProfile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC()
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			t.Error(err)
+		}
+		f.Close()
+	}
 
 	if *long && *soak > 0 {
 		soakEnd := time.Now().Add(*soak)

@@ -32,7 +32,7 @@ import (
 
 var (
 	long  = flag.Bool("long", false, "the long variants: 200 kill -9 iterations, 200 reloads")
-	kills = flag.Int("crash.kills", 0, "kill -9 iterations (0: 20, or 200 with -long)")
+	kills = flag.Int("crash.kills", 0, "kill -9 iterations (0: 20, or 200 with -long; in the VM: VIGIL_CRASH_KILLS)")
 )
 
 func TestMain(m *testing.M) { cgtest.Main(m) }
@@ -375,6 +375,10 @@ func testKill9Loop(t *testing.T) {
 	}
 	if *kills > 0 {
 		iterations = *kills
+	}
+	// Flags do not reach the VM guest; VIGIL_* variables do.
+	if n, err := strconv.Atoi(os.Getenv("VIGIL_CRASH_KILLS")); err == nil && n > 0 {
+		iterations = n
 	}
 	g, kids, quotas := targets(t, 3, true)
 	bin := vigilBinary(t)
