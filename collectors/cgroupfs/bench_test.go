@@ -69,6 +69,16 @@ func BenchmarkSweep(b *testing.B) {
 					b.Fatalf("swept %d cgroups, want >= %d", len(snap.Cgroups), n)
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(snap.Cgroups)), "ns/cgroup")
+				// What RLIMIT_NOFILE must cover per tracked cgroup.
+				held := 0
+				for _, cg := range c.cgroups {
+					for _, fd := range cg.fds {
+						if fd >= 0 {
+							held++
+						}
+					}
+				}
+				b.ReportMetric(float64(held)/float64(len(c.cgroups)), "held-fds/cgroup")
 			})
 		}
 	}

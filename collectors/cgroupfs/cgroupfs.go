@@ -67,6 +67,13 @@ type Options struct {
 	// Workers is how many goroutines read cgroups during a Sweep (default
 	// min(GOMAXPROCS, 2); 1 reads on the caller's goroutine only).
 	Workers int
+	// LimitsInterval is how often the limit files (memory.limit_in_bytes,
+	// soft limit, memsw limit; v2 memory.max, high, low, min, swap.max) are
+	// re-read by a Sweep (default 10s). They are not held open: a limit only
+	// changes when someone writes it, and holding them would cost 3 (v1) or 5
+	// (v2) file descriptors per cgroup. SweepPaths always reads them, and
+	// RefreshLimits makes the next read of a cgroup read them.
+	LimitsInterval time.Duration
 	// Logger receives warnings; default slog.Default().
 	Logger *slog.Logger
 }
@@ -118,6 +125,7 @@ type Collector struct {
 	window     int64  // growth window, ns
 	spacing    int64  // minimum spacing of stored growth samples, ns
 	maxCgroups int
+	limitsIval int64 // Options.LimitsInterval, ns
 
 	mu        sync.Mutex
 	closed    bool
@@ -132,6 +140,7 @@ type Collector struct {
 	helpers   []helper // extra sweep goroutines
 	job       sweepJob
 	partial   []*cgroup // scratch for SweepPaths
+	seq       uint32    // cgroups opened so far
 
 	tracked  atomic.Int64
 	added    atomic.Uint64
@@ -156,6 +165,9 @@ func New(opts Options) (*Collector, error) {
 	if opts.Subtree == "" {
 		opts.Subtree = "/"
 	}
+	if opts.LimitsInterval <= 0 {
+		opts.LimitsInterval = 10 * time.Second
+	}
 	if opts.Workers <= 0 {
 		opts.Workers = min(runtime.GOMAXPROCS(0), 2)
 	}
@@ -174,6 +186,7 @@ func New(opts Options) (*Collector, error) {
 		window:     int64(opts.GrowthWindow),
 		spacing:    2 * int64(opts.GrowthWindow) / ringSize,
 		maxCgroups: opts.MaxCgroups,
+		limitsIval: int64(opts.LimitsInterval),
 		byPath:     map[string]*cgroup{},
 	}
 	c.ancestors = ancestors(c.subtree)
@@ -196,15 +209,16 @@ func New(opts Options) (*Collector, error) {
 }
 
 // fitFDLimit lowers max so that the held files of max cgroups fit in
-// RLIMIT_NOFILE, leaving room for the rest of the agent.
+// RLIMIT_NOFILE, leaving room for the rest of the agent. Only the hot files
+// are held (v1: 6, v2: 6); the limit files are opened and closed when read.
 func fitFDLimit(log *slog.Logger, max int, ver version) int {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
 		return max
 	}
 	perCgroup := 0
-	for _, name := range ver.files() {
-		if name != "" {
+	for i, name := range ver.files() {
+		if name != "" && !isCold(fileID(i)) {
 			perCgroup++
 		}
 	}

@@ -382,13 +382,13 @@ func TestVanishedMidSweep(t *testing.T) {
 		}
 	}
 	perCgroup := 0
-	for _, f := range c.ver.files() {
-		if f != "" && (c.ver.number() == 2 || !strings.Contains(f, "memsw") || exists(filepath.Join(keep.Dir("memory"), f))) {
+	for i, f := range c.ver.files() {
+		if f != "" && !isCold(fileID(i)) && (c.ver.number() == 2 || !strings.Contains(f, "memsw") || exists(filepath.Join(keep.Dir("memory"), f))) {
 			perCgroup++
 		}
 	}
 	if got := openFDs(t); got != fds-perCgroup {
-		t.Errorf("open fds %d, want %d (the vanished cgroup's %d closed)", got, fds-perCgroup, perCgroup)
+		t.Errorf("open fds %d, want %d (the vanished cgroup's %d held files closed)", got, fds-perCgroup, perCgroup)
 	}
 	// The next Discover does not count it again.
 	if added, removed, err := c.Discover(); added != 0 || removed != 0 || err != nil {
@@ -578,5 +578,56 @@ func TestConcurrentUse(t *testing.T) {
 		if st.Errors[r] != 0 {
 			t.Errorf("Stats().Errors[%s] = %d with cgroups coming and going, want 0", r, st.Errors[r])
 		}
+	}
+}
+
+// TestLimitsReadWhenDue changes a limit between sweeps: the limit files are
+// not held, so a Sweep shows the change once they are due again (every
+// LimitsInterval), or at once after RefreshLimits, and SweepPaths always
+// reads them.
+func TestLimitsReadWhenDue(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name string
+		// read sweeps once after the limit changed to 128M, at t0+after.
+		read  func(c *Collector, now time.Time, p string, snap *collectors.Snapshot) error
+		after time.Duration
+		want  collectors.Bytes
+	}{
+		{name: "sweep before due keeps the last value", after: time.Second, want: 256 * mib,
+			read: func(c *Collector, now time.Time, _ string, snap *collectors.Snapshot) error { return c.Sweep(now, snap) }},
+		{name: "sweep once due reads the file", after: 11 * time.Second, want: 128 * mib,
+			read: func(c *Collector, now time.Time, _ string, snap *collectors.Snapshot) error { return c.Sweep(now, snap) }},
+		{name: "RefreshLimits makes the next sweep read it", after: time.Second, want: 128 * mib,
+			read: func(c *Collector, now time.Time, p string, snap *collectors.Snapshot) error {
+				c.RefreshLimits(p, "/no/such/cgroup")
+				return c.Sweep(now, snap)
+			}},
+		{name: "SweepPaths reads it", after: time.Second, want: 128 * mib,
+			read: func(c *Collector, now time.Time, p string, snap *collectors.Snapshot) error {
+				return c.SweepPaths(now, []string{p}, snap)
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := cgtest.New(t)
+			setLimit(t, g, "256M")
+			c := newCollector(t, g, Options{LimitsInterval: 10 * time.Second})
+			t0 := time.Now()
+			var snap collectors.Snapshot
+			if err := c.Sweep(t0, &snap); err != nil {
+				t.Fatal(err)
+			}
+			if got := mustFind(t, &snap, g.Path()).Memory.MaxBytes; got != 256*mib {
+				t.Fatalf("first sweep MaxBytes = %d, want %d", got, 256*mib)
+			}
+			setLimit(t, g, "128M")
+			if err := tt.read(c, t0.Add(tt.after), g.Path(), &snap); err != nil {
+				t.Fatal(err)
+			}
+			if got := mustFind(t, &snap, g.Path()).Memory.MaxBytes; got != tt.want {
+				t.Errorf("MaxBytes = %d, want %d", got, tt.want)
+			}
+		})
 	}
 }

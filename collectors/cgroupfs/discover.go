@@ -24,9 +24,14 @@ type cgroup struct {
 	path   string // relative to the hierarchy root, "/" for the root
 	dir    string
 	id     collectors.Identity
-	parent *cgroup // nearest tracked ancestor
-	fds    [numFiles]int32
-	gen    uint64 // last Discover that saw it
+	parent *cgroup         // nearest tracked ancestor
+	fds    [numFiles]int32 // held hot files; cold (limit) files stay -1
+	gen    uint64          // last Discover that saw it
+	seq    uint32          // order of tracking, spreads the limit reads over sweeps
+
+	lim        limits // the limit files as last read
+	limitsNext int64  // when the limit files are due again (unix ns); 0: never read
+	limitsDue  bool   // read the limit files at the next read whatever the time
 
 	vanished bool   // set by a read that found it gone
 	warned   uint32 // bit per fileID already warned about
@@ -48,16 +53,22 @@ func (cg *cgroup) close() {
 // errNoFDs tells openCgroup that the process ran out of file descriptors.
 var errNoFDs = errors.New("out of file descriptors")
 
-// openCgroup opens the files of the cgroup at rel. A file the kernel does not
+// openCgroup opens the hot files of the cgroup at rel (the cold ones are
+// read when due). A file the kernel does not
 // provide stays -1. It returns errVanished when the directory is gone.
 func (c *Collector) openCgroup(rel string) (*cgroup, error) {
 	cg := &cgroup{path: rel, dir: c.Dir(rel), id: identity.FromPath(rel), effLimit: collectors.Unlimited}
 	for i := range cg.fds {
 		cg.fds[i] = -1
 	}
+	var reset collectors.CgroupSample
+	resetSample(&reset)
+	cg.lim.save(&reset.Memory)
+	c.seq++
+	cg.seq = c.seq
 	opened := 0
 	for i, name := range c.ver.files() {
-		if name == "" {
+		if name == "" || isCold(fileID(i)) {
 			continue
 		}
 		fd, err := unix.Open(cg.dir+"/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)

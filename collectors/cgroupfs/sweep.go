@@ -35,12 +35,80 @@ const (
 // reader reads held cgroup files into a buffer it reuses. Each sweep
 // goroutine has its own.
 type reader struct {
-	c   *Collector
-	buf []byte
-	err error // first error of this sweep (not vanished, not parse)
+	c    *Collector
+	buf  []byte
+	path []byte // NUL-terminated path of a cold file being opened
+	err  error  // first error of this sweep (not vanished, not parse)
 }
 
-func newReader(c *Collector) *reader { return &reader{c: c, buf: make([]byte, readBufSize)} }
+func newReader(c *Collector) *reader {
+	return &reader{c: c, buf: make([]byte, readBufSize), path: make([]byte, 0, 512)}
+}
+
+// coldFile reads the cgroup's file f, which is not held, by open, pread and
+// close. It returns nil if the file is absent or could not be read (counted).
+func (r *reader) coldFile(cg *cgroup, f fileID) []byte {
+	r.path = append(append(append(append(r.path[:0], cg.dir...), '/'), r.c.ver.files()[f]...), 0)
+	var fd int
+	for {
+		var err error
+		fd, err = openat(unix.AT_FDCWD, &r.path[0], unix.O_RDONLY|unix.O_CLOEXEC)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == nil:
+		case isVanished(err):
+			// Not provided here (no swap accounting, the v2 root), or the
+			// cgroup is gone: the held files tell.
+			return nil
+		default:
+			r.fail(cg, f, errOpen, err)
+			return nil
+		}
+		break
+	}
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Pread(fd, r.buf, 0)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == nil:
+			return r.buf[:n] // limit files are a few bytes
+		case isVanished(err):
+			return nil
+		default:
+			r.fail(cg, f, errRead, err)
+			return nil
+		}
+	}
+}
+
+// limits fills the limit fields of s: from the files when they are due (or
+// force), else from the values last read.
+func (r *reader) limits(cg *cgroup, s *collectors.CgroupSample, now int64, force bool) {
+	cg.lim.load(&s.Memory)
+	if !force && !cg.limitsDue && cg.limitsNext != 0 && now < cg.limitsNext {
+		return
+	}
+	for f, name := range r.c.ver.files() {
+		if name == "" || !isCold(fileID(f)) {
+			continue
+		}
+		if b := r.coldFile(cg, fileID(f)); b != nil {
+			r.parsed(cg, fileID(f), r.c.ver.fill(fileID(f), b, s))
+		}
+	}
+	cg.lim.save(&s.Memory)
+	cg.limitsDue = false
+	ival := r.c.limitsIval
+	if cg.limitsNext == 0 {
+		// First read: spread the cgroups tracked together over the interval.
+		cg.limitsNext = now + ival - ival/16*int64(cg.seq%16)
+	} else if now >= cg.limitsNext {
+		cg.limitsNext = now + ival
+	}
+}
 
 // file returns the content of the cgroup's file f, nil if the cgroup does not
 // have it (or it could not be read: counted), or errVanished.
@@ -106,6 +174,7 @@ type helper struct {
 type sweepJob struct {
 	list []*cgroup
 	out  []collectors.CgroupSample
+	now  int64 // unix ns of the sweep
 	next atomic.Int64
 	wg   sync.WaitGroup
 }
@@ -118,8 +187,8 @@ func (c *Collector) runHelper(h helper) {
 }
 
 // readAll reads list into out (same length), in parallel when it pays.
-func (c *Collector) readAll(list []*cgroup, out []collectors.CgroupSample) {
-	c.job.list, c.job.out = list, out
+func (c *Collector) readAll(list []*cgroup, out []collectors.CgroupSample, now int64) {
+	c.job.list, c.job.out, c.job.now = list, out, now
 	c.job.next.Store(0)
 	if len(c.helpers) > 0 && len(list) > 2*sweepChunk {
 		c.job.wg.Add(len(c.helpers))
@@ -142,22 +211,23 @@ func (c *Collector) drain(r *reader) {
 			return
 		}
 		end := min(i+sweepChunk, n)
-		c.readChunk(r, c.job.list[i:end], c.job.out[i:end])
+		c.readChunk(r, c.job.list[i:end], c.job.out[i:end], c.job.now, false)
 	}
 }
 
 // readChunk reads the cgroups of list into out (same length), all the files
 // of one cgroup in a row (measured a little faster here than file by file
 // across cgroups: the kernel's data for one memcg stays warm). A cgroup found
-// gone is marked vanished.
-func (c *Collector) readChunk(r *reader, list []*cgroup, out []collectors.CgroupSample) {
+// gone is marked vanished. The limit files are read when due, or all of them
+// with forceLimits.
+func (c *Collector) readChunk(r *reader, list []*cgroup, out []collectors.CgroupSample, now int64, forceLimits bool) {
 	files := c.ver.files()
 	for j, cg := range list {
 		s := &out[j]
 		s.Path, s.Identity = cg.path, cg.id
 		resetSample(s)
 		for f, name := range files {
-			if name == "" {
+			if name == "" || isCold(fileID(f)) {
 				continue
 			}
 			b, err := r.file(cg, fileID(f))
@@ -168,6 +238,9 @@ func (c *Collector) readChunk(r *reader, list []*cgroup, out []collectors.Cgroup
 			if b != nil {
 				r.parsed(cg, fileID(f), c.ver.fill(fileID(f), b, s))
 			}
+		}
+		if !cg.vanished {
+			r.limits(cg, s, now, forceLimits)
 		}
 		c.ver.finish(s)
 	}
@@ -200,7 +273,7 @@ func (c *Collector) Sweep(now time.Time, dst *collectors.Snapshot) error {
 	dst.Hierarchy = c.hier
 	dst.Partial = false
 	dst.Cgroups = resize(dst.Cgroups, len(c.cgroups))
-	c.readAll(c.cgroups, dst.Cgroups)
+	c.readAll(c.cgroups, dst.Cgroups, now.UnixNano())
 	if n := c.compact(&c.cgroups, &dst.Cgroups); n > 0 {
 		c.tracked.Store(int64(len(c.cgroups)))
 	}
@@ -211,7 +284,8 @@ func (c *Collector) Sweep(now time.Time, dst *collectors.Snapshot) error {
 }
 
 // SweepPaths reads only the tracked cgroups at paths (an off-cycle snapshot
-// after a kernel event) into dst, with Partial set. Unknown paths are
+// after a kernel event) into dst, with Partial set, their limit files
+// included (an event may follow a change of limit). Unknown paths are
 // skipped. Effective limits use the ancestors' limits of the last sweep
 // unless the ancestors are in paths too.
 func (c *Collector) SweepPaths(now time.Time, paths []string, dst *collectors.Snapshot) error {
@@ -234,7 +308,7 @@ func (c *Collector) SweepPaths(now time.Time, paths []string, dst *collectors.Sn
 	dst.Hierarchy = c.hier
 	dst.Partial = true
 	dst.Cgroups = resize(dst.Cgroups, len(c.partial))
-	c.readChunk(c.main, c.partial, dst.Cgroups)
+	c.readChunk(c.main, c.partial, dst.Cgroups, now.UnixNano(), true)
 	if n := c.compact(&c.partial, &dst.Cgroups); n > 0 {
 		c.cgroups = slices.DeleteFunc(c.cgroups, func(cg *cgroup) bool { return cg.vanished })
 		c.tracked.Store(int64(len(c.cgroups)))
@@ -281,4 +355,22 @@ func resize(s []collectors.CgroupSample, n int) []collectors.CgroupSample {
 		return make([]collectors.CgroupSample, n, n+n/8+16)
 	}
 	return s[:n]
+}
+
+// RefreshLimits makes the next Sweep or SweepPaths re-read the limit files of
+// the tracked cgroups at paths (unknown paths are skipped): call it after
+// writing a limit, so that the change shows at the next tick rather than
+// within Options.LimitsInterval.
+func (c *Collector) RefreshLimits(paths ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range paths {
+		cg, ok := c.byPath[p]
+		if !ok {
+			cg, ok = c.byPath[path.Clean("/"+p)]
+		}
+		if ok {
+			cg.limitsDue = true
+		}
+	}
 }

@@ -28,6 +28,30 @@ const (
 	numFiles
 )
 
+// coldFiles are the limit files: they change only when someone writes them,
+// so they are not held open (that would cost a file descriptor each per
+// cgroup) but opened, read and closed when due (see Options.LimitsInterval).
+const coldFiles = 1<<fMax | 1<<fHigh | 1<<fLow | 1<<fMin | 1<<fSoftLimit | 1<<fSwapMax | 1<<fMemswLimit
+
+// isCold tells a limit file, read on demand, from a held one.
+func isCold(f fileID) bool { return coldFiles&(1<<f) != 0 }
+
+// limits are a cgroup's cold values as last read.
+type limits struct {
+	max, high, soft, swapMax, memswLimit collectors.Bytes
+	low, min                             uint64
+}
+
+func (l *limits) save(m *collectors.CgroupMemory) {
+	*l = limits{max: m.MaxBytes, high: m.HighBytes, soft: m.SoftLimitBytes, swapMax: m.SwapMaxBytes,
+		memswLimit: m.MemswLimitBytes, low: m.LowBytes, min: m.MinBytes}
+}
+
+func (l *limits) load(m *collectors.CgroupMemory) {
+	m.MaxBytes, m.HighBytes, m.SoftLimitBytes, m.SwapMaxBytes = l.max, l.high, l.soft, l.swapMax
+	m.MemswLimitBytes, m.LowBytes, m.MinBytes = l.memswLimit, l.low, l.min
+}
+
 // version hides what differs between cgroup v1 and v2: which files exist and
 // how each fills a CgroupSample. Two implementations, v1 and v2.
 type version interface {
