@@ -595,9 +595,13 @@ func TestLimitsReadWhenDue(t *testing.T) {
 		want  collectors.Bytes
 	}{
 		{name: "sweep before due keeps the last value", after: time.Second, want: 256 * mib,
-			read: func(c *Collector, now time.Time, _ string, snap *collectors.Snapshot) error { return c.Sweep(now, snap) }},
+			read: func(c *Collector, now time.Time, _ string, snap *collectors.Snapshot) error {
+				return c.Sweep(now, snap)
+			}},
 		{name: "sweep once due reads the file", after: 11 * time.Second, want: 128 * mib,
-			read: func(c *Collector, now time.Time, _ string, snap *collectors.Snapshot) error { return c.Sweep(now, snap) }},
+			read: func(c *Collector, now time.Time, _ string, snap *collectors.Snapshot) error {
+				return c.Sweep(now, snap)
+			}},
 		{name: "RefreshLimits makes the next sweep read it", after: time.Second, want: 128 * mib,
 			read: func(c *Collector, now time.Time, p string, snap *collectors.Snapshot) error {
 				c.RefreshLimits(p, "/no/such/cgroup")
