@@ -121,6 +121,12 @@ func StartNode(t testing.TB, withControllers bool) *Node {
 	}
 	images := buildImages(t, filepath.Join(run, "images"))
 
+	// containerd.service runs with LimitNOFILE=infinity and containers
+	// inherit it. Without that, vigil in the DaemonSet inherits this test's
+	// limit, which caps the cgroups it tracks (RLIMIT_NOFILE over the files
+	// held per cgroup) and leaves pod cgroups created later untracked on a
+	// host whose other cgroups (other tests' churn) fill the cap.
+	raiseNofile(t)
 	ctrd := startProc(t, run, "containerd", "containerd", "--config", filepath.Join(dir, "containerd.toml"))
 	n.procsNode = append(n.procsNode, ctrd)
 	// Stop order at cleanup (reverse of registration): controllers,
@@ -540,4 +546,36 @@ func RequireHeavy(t testing.TB) {
 		return
 	}
 	t.Skip("full node: run with VIGIL_K8S_NODE=1 or go test ./test/k8snode -run TestNode -v")
+}
+
+// nodeNofile is the RLIMIT_NOFILE containerd and so the node's containers
+// get, as under containerd.service (LimitNOFILE=infinity: the kernel's
+// nr_open, 1048576 by default).
+const nodeNofile = 1 << 20
+
+// raiseNofile raises this process's RLIMIT_NOFILE towards nodeNofile so
+// that containerd and its containers inherit it: the hard limit needs
+// CAP_SYS_RESOURCE; without it the soft limit is raised to the hard one
+// and the test logs what the node's containers get. It uses
+// syscall.Setrlimit, which also makes exec'd children inherit the new soft
+// limit rather than the one the process started with.
+func raiseNofile(t testing.TB) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Logf("k8snode: RLIMIT_NOFILE: %v", err)
+		return
+	}
+	if rl.Cur >= nodeNofile && rl.Max >= nodeNofile {
+		return
+	}
+	want := syscall.Rlimit{Cur: max(rl.Cur, nodeNofile), Max: max(rl.Max, nodeNofile)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+		return
+	}
+	want = syscall.Rlimit{Cur: rl.Max, Max: rl.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		t.Logf("k8snode: RLIMIT_NOFILE: %v", err)
+	}
+	t.Logf("k8snode: containerd and the node's containers get RLIMIT_NOFILE %d, not %d (raising the hard limit needs CAP_SYS_RESOURCE): "+
+		"it caps the cgroups vigil tracks in the DaemonSet", want.Cur, uint64(nodeNofile))
 }

@@ -213,9 +213,19 @@ kubernetes:
 		readyz, _ := get(t, base+"/readyz")
 		t.Logf("/readyz: %s", readyz)
 		t.Logf("pods:\n%s", n.tryKubectl("get", "pods", "-A", "-o", "wide"))
+		if strings.Contains(readyz, "max_cgroups") || strings.Contains(readyz, "fd_limit") {
+			// Discovery keeps what it tracks: at the cap, pod cgroups
+			// created later are never sampled, so never named.
+			t.Fatalf("%v: vigil's cgroup cap was reached (the host has more memory cgroups than vigil may track with its RLIMIT_NOFILE), so the new pods' cgroups are untracked", err)
+		}
 		t.Fatal(err)
 	}
 	t.Logf("vigil named leak/hog-vigil/hog %.1fs after the pods were created", time.Since(tNamed).Seconds())
+	for _, line := range strings.Split(n.tryKubectl("logs", "-n", "vigil", vigilPod), "\n") {
+		if strings.Contains(line, "max_cgroups") || strings.Contains(line, "pod informer") || strings.Contains(line, "kubernetes API") {
+			t.Logf("vigil: %s", line)
+		}
+	}
 
 	restarted := func(name string) (*corev1.ContainerStateTerminated, int32) {
 		p, err := n.Client.CoreV1().Pods("leak").Get(ctx, name, metav1.GetOptions{})
