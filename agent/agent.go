@@ -299,7 +299,11 @@ func (a *Agent) Run(ctx context.Context) error {
 // protectSelf applies the self-protection knobs; what cannot be applied
 // leaves the agent running, degraded.
 func (a *Agent) protectSelf(cfg *config.Config) {
-	if cfg.Self.MemoryLimitBytes > 0 {
+	switch env := os.Getenv("GOMEMLIMIT"); {
+	case env != "":
+		// The runtime applied it at start; the operator's word wins.
+		a.log.Info("Go memory limit from GOMEMLIMIT", "GOMEMLIMIT", env, "config_ignored", cfg.Self.MemoryLimitBytes)
+	case cfg.Self.MemoryLimitBytes > 0:
 		debug.SetMemoryLimit(cfg.Self.MemoryLimitBytes)
 	}
 	a.protectSelfCgroup(cfg)

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"crypto/subtle"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -147,50 +148,72 @@ func (a *Agent) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 // metricsHandler serves the registry (self-metrics, Go, process, node
 // families and other components' metrics) followed by the cgroup families,
 // which are written straight from the snapshot. The output is always the
-// text format 0.0.4, gzipped when the scraper accepts it.
+// text format 0.0.4, gzipped when the scraper accepts it. Gzipped, the text
+// goes through the compressor in chunks and only the compressed body is
+// held (about 1/20 of the text); the snapshot is released before anything
+// is written to the scraper.
 func (a *Agent) metricsHandler() http.Handler {
 	var mu sync.Mutex // one scrape at a time reuses the buffers
 	tw := &cgroupTextWriter{}
+	var zbuf bytes.Buffer
 	gz, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
-		body, err := a.renderMetrics(tw)
+		gzipped := strings.Contains(r.Header.Get("Accept-Encoding"), "gzip")
+		var body []byte
+		var err error
+		if gzipped {
+			zbuf.Reset()
+			gz.Reset(&zbuf)
+			if err = a.renderMetrics(tw, gz); err == nil {
+				err = gz.Close()
+			}
+			body = zbuf.Bytes()
+		} else {
+			err = a.renderMetrics(tw, nil)
+			body = tw.buf
+		}
 		if err != nil {
 			http.Error(w, "gathering metrics: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
 		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		if gzipped {
 			w.Header().Set("Content-Encoding", "gzip")
-			gz.Reset(w)
-			gz.Write(body)
-			gz.Close()
-			return
 		}
 		w.Write(body)
+		// Do not keep a whole uncompressed body until the next scrape.
+		if cap(tw.buf) > 4*textChunk {
+			tw.buf = nil
+		}
 	})
 }
 
-// renderMetrics renders the whole /metrics body into tw.buf.
-func (a *Agent) renderMetrics(tw *cgroupTextWriter) ([]byte, error) {
+// renderMetrics renders the /metrics body: into tw.buf when out is nil,
+// else through tw.buf to out in chunks.
+func (a *Agent) renderMetrics(tw *cgroupTextWriter, out io.Writer) error {
 	tw.buf = tw.buf[:0]
 	mfs, err := a.reg.Gather()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := bytesWriter{&tw.buf}
+	bw := bytesWriter{&tw.buf}
 	for _, mf := range mfs {
-		if _, err := expfmt.MetricFamilyToText(out, mf); err != nil {
-			return nil, err
+		if _, err := expfmt.MetricFamilyToText(bw, mf); err != nil {
+			return err
 		}
 	}
 	snap, release := a.snaps.Acquire()
+	defer release()
 	if snap != nil {
-		tw.appendCgroupFamilies(snap)
+		return tw.writeCgroupFamilies(snap, out)
 	}
-	release()
-	return tw.buf, nil
+	if out != nil && len(tw.buf) > 0 {
+		_, err = out.Write(tw.buf)
+		tw.buf = tw.buf[:0]
+	}
+	return err
 }
 
 type bytesWriter struct{ b *[]byte }

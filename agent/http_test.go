@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -240,4 +241,54 @@ func TestRunFailsCleanlyWhenTheAddressIsTaken(t *testing.T) {
 		t.Fatalf("journal still held after the failed start: %v", err)
 	}
 	j.Close()
+}
+
+// TestMetricsGzipMatchesPlain scrapes /metrics gzipped (the text streamed
+// through the compressor in chunks) and plain: the cgroup series are the
+// same, for a body much larger than one chunk.
+func TestMetricsGzipMatchesPlain(t *testing.T) {
+	a, url := newTestAgent(t, "")
+	a.snaps.fill(func(s *collectors.Snapshot) { *s = *testSnapshot(300) })
+	scrape := func(encoding string) (series []string, contentEncoding string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", url+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept-Encoding", encoding) // set by hand: no transparent decompression
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body io.Reader = resp.Body
+		if resp.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body = zr
+		}
+		b, err := io.ReadAll(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, `cgroup="`) {
+				series = append(series, line)
+			}
+		}
+		return series, resp.Header.Get("Content-Encoding")
+	}
+	plain, plainEnc := scrape("identity")
+	zipped, zipEnc := scrape("gzip")
+	if plainEnc != "" || zipEnc != "gzip" {
+		t.Errorf("Content-Encoding plain %q, gzip %q; want \"\" and \"gzip\"", plainEnc, zipEnc)
+	}
+	if len(plain) < 300 {
+		t.Fatalf("%d cgroup series in the plain body, want at least 300", len(plain))
+	}
+	if strings.Join(plain, "\n") != strings.Join(zipped, "\n") {
+		t.Errorf("gzipped body has %d cgroup series, plain %d, or they differ", len(zipped), len(plain))
+	}
 }

@@ -311,6 +311,64 @@ func BenchmarkScrape(b *testing.B) {
 				gz.Close()
 			}
 			b.ReportMetric(float64(out.Len()), "gzip_bytes/scrape")
+			b.ReportMetric(float64(cap(tw.buf)+out.Cap()), "held_bytes")
+		})
+		// What the /metrics handler does: the text goes through gzip in
+		// chunks, only the compressed body is held.
+		b.Run(fmt.Sprintf("fastpath+gzip/streamed/cgroups=%d", n), func(b *testing.B) {
+			var tw cgroupTextWriter
+			var out bytes.Buffer
+			gz, _ := gzip.NewWriterLevel(&out, gzip.BestSpeed)
+			b.ReportAllocs()
+			for b.Loop() {
+				tw.buf = tw.buf[:0]
+				out.Reset()
+				gz.Reset(&out)
+				if err := tw.writeCgroupFamilies(snap, gz); err != nil {
+					b.Fatal(err)
+				}
+				gz.Close()
+			}
+			b.ReportMetric(float64(out.Len()), "gzip_bytes/scrape")
+			b.ReportMetric(float64(cap(tw.buf)+out.Cap()), "held_bytes")
+		})
+	}
+}
+
+// chunkRecorder keeps what is written to it and the largest single write.
+type chunkRecorder struct {
+	bytes.Buffer
+	largest int
+}
+
+func (c *chunkRecorder) Write(p []byte) (int, error) {
+	c.largest = max(c.largest, len(p))
+	return c.Buffer.Write(p)
+}
+
+// TestStreamedFamiliesMatchBuffered checks that writing the cgroup families
+// in chunks gives the same text as rendering them whole, in chunks of about
+// textChunk bytes.
+func TestStreamedFamiliesMatchBuffered(t *testing.T) {
+	for _, n := range []int{0, 1, 5, 300} {
+		t.Run(fmt.Sprintf("cgroups=%d", n), func(t *testing.T) {
+			snap := testSnapshot(n)
+			var whole cgroupTextWriter
+			whole.appendCgroupFamilies(snap)
+			var streamed cgroupTextWriter
+			var out chunkRecorder
+			if err := streamed.writeCgroupFamilies(snap, &out); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out.Bytes(), whole.buf) {
+				t.Errorf("streamed text (%d bytes) differs from the whole text (%d bytes)", out.Len(), len(whole.buf))
+			}
+			if len(streamed.buf) != 0 {
+				t.Errorf("%d bytes left in the buffer after streaming, want 0", len(streamed.buf))
+			}
+			if limit := textChunk + 4096; out.largest > limit {
+				t.Errorf("largest write %d bytes, want <= %d", out.largest, limit)
+			}
 		})
 	}
 }

@@ -371,7 +371,8 @@ type Self struct {
 	// as is). Lowering it needs CAP_SYS_RESOURCE; without it vigil runs
 	// degraded and says so.
 	OOMScoreAdj int `yaml:"oom_score_adj" json:"oom_score_adj"`
-	// MemoryLimitBytes is the Go runtime soft memory limit (0 = none).
+	// MemoryLimitBytes is the Go runtime soft memory limit (default 64 MiB,
+	// 0 = none). GOMEMLIMIT, when set in the environment, takes precedence.
 	MemoryLimitBytes int64 `yaml:"memory_limit_bytes" json:"memory_limit_bytes"`
 	// Cgroup is a dedicated cgroup (path from the cgroup root, e.g.
 	// /vigil.slice/agent) that vigil creates if missing and moves itself
