@@ -239,6 +239,7 @@ func (p *pipeline) process(snap *collectors.Snapshot, now time.Time) {
 		return
 	}
 	p.findings = p.engine.Evaluate(snap, now)
+	p.refreshLimits()
 	if p.executor == nil {
 		return
 	}
@@ -254,6 +255,21 @@ func (p *pipeline) process(snap *collectors.Snapshot, now time.Time) {
 	if !snap.Partial && now.After(p.nextSave) {
 		p.nextSave = now.Add(stateSaveEvery)
 		p.saveState(false)
+	}
+}
+
+// refreshLimits has the limit files of every cgroup with a finding re-read
+// at the next snapshot (they are otherwise read every 10 s): remediation may
+// write memory.high or a limit there, asynchronously, and the rules and the
+// journal's evidence should see it at the next tick.
+func (p *pipeline) refreshLimits() {
+	if p.agent == nil || p.agent.sampler == nil {
+		return
+	}
+	for i := range p.findings {
+		if t := &p.findings[i].Target; t.Kind == "cgroup" && t.Path != "" {
+			p.agent.sampler.cgroups.RefreshLimits(t.Path)
+		}
 	}
 }
 
