@@ -74,6 +74,9 @@ type Result struct {
 	Detail string
 	// Terminated is true when the action ended the target's processes.
 	Terminated bool
+	// Skipped is true when the action found nothing to do (Detail says
+	// why): the ladder moves on to the next step without waiting.
+	Skipped bool
 }
 
 // Action names.

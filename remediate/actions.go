@@ -20,13 +20,20 @@ func needCgroup(req Request, action string) error {
 }
 
 // Reclaim asks the kernel to reclaim page cache from the target (v2
-// memory.reclaim, kernel ≥ 5.19).
+// memory.reclaim, kernel ≥ 5.19), in small chunks so that the step's
+// deadline ends it.
 //
 // Params: bytes (default: the target's reclaimable page cache, at least
-// 1 MiB).
+// 1 MiB). The amount is capped at the target's reclaimable page cache when
+// the latest sample knows it, and the step is skipped when there is less
+// than minReclaimable of it: reclaiming anonymous memory without swap only
+// stalls the target and vigil.
 type Reclaim struct{}
 
 var _ Action = (*Reclaim)(nil)
+
+// minReclaimable is the page cache below which reclaim is skipped.
+const minReclaimable = 8 << 20
 
 func validateReclaim(m map[string]any) error {
 	p := params(m)
@@ -39,7 +46,7 @@ func validateReclaim(m map[string]any) error {
 
 func (*Reclaim) Name() string { return ActionReclaim }
 
-func (*Reclaim) Do(_ context.Context, req Request) (Result, error) {
+func (*Reclaim) Do(ctx context.Context, req Request) (Result, error) {
 	if err := needCgroup(req, ActionReclaim); err != nil {
 		return Result{}, err
 	}
@@ -51,6 +58,13 @@ func (*Reclaim) Do(_ context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if req.Sample != nil {
+		rc := req.Sample.Derived.ReclaimableBytes
+		if rc < minReclaimable {
+			return Result{Skipped: true, Detail: fmt.Sprintf("skipped: only %s reclaimable page cache (anonymous memory cannot be reclaimed without swap)", humanBytes(rc))}, nil
+		}
+		n = min(n, rc)
+	}
 	before, err := req.Cgroup.Memory()
 	if err != nil {
 		return Result{}, fmt.Errorf("reclaim: %w", err)
@@ -58,11 +72,12 @@ func (*Reclaim) Do(_ context.Context, req Request) (Result, error) {
 	if req.DryRun {
 		return Result{Detail: fmt.Sprintf("would reclaim %s (usage %s)", humanBytes(n), humanBytes(before.UsageBytes))}, nil
 	}
-	if err := req.Cgroup.Reclaim(n); err != nil {
+	asked, err := req.Cgroup.Reclaim(ctx, n)
+	if err != nil {
 		return Result{}, err
 	}
 	after, _ := req.Cgroup.Memory()
-	return Result{Detail: fmt.Sprintf("reclaimed: asked %s, usage %s -> %s", humanBytes(n), humanBytes(before.UsageBytes), humanBytes(after.UsageBytes))}, nil
+	return Result{Detail: fmt.Sprintf("reclaimed: asked %s, kernel took %s, usage %s -> %s", humanBytes(n), humanBytes(asked), humanBytes(before.UsageBytes), humanBytes(after.UsageBytes))}, nil
 }
 
 // ThrottleCPU caps the target's CPU (v2 cpu.max, v1 cpu.cfs_quota_us) so an

@@ -2,6 +2,7 @@ package remediate
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -91,8 +92,10 @@ type Cgroup interface {
 	Exists() bool
 	Get(Knob) (string, error)
 	Set(Knob, string) error
-	// Reclaim asks the kernel to reclaim n bytes (v2 memory.reclaim).
-	Reclaim(n uint64) error
+	// Reclaim asks the kernel to reclaim up to n bytes (v2 memory.reclaim)
+	// in small chunks, stopping at ctx's end or when a chunk reclaims
+	// nothing; it returns how many bytes it asked for successfully.
+	Reclaim(ctx context.Context, n uint64) (uint64, error)
 	// Kill SIGKILLs every process in the cgroup and its descendants.
 	Kill() error
 	// Pids lists the processes of the cgroup (not descendants).
@@ -257,18 +260,36 @@ func (c *cgroupV2) Set(k Knob, value string) error {
 	return nil
 }
 
-// Reclaim writes memory.reclaim, which containerd/cgroups does not wrap.
-func (c *cgroupV2) Reclaim(n uint64) error {
+// reclaimChunk is how much one write to memory.reclaim asks for. One large
+// write can block for tens of seconds on anonymous memory without swap (the
+// kernel retries until it gives up); small writes keep each stall short and
+// let the caller's deadline end the reclaim between them.
+const reclaimChunk = 4 << 20
+
+// Reclaim writes memory.reclaim, which containerd/cgroups does not wrap, in
+// chunks of reclaimChunk. It stops when ctx ends or when the kernel reports
+// EAGAIN (it could not reclaim the chunk: nothing left worth reclaiming).
+func (c *cgroupV2) Reclaim(ctx context.Context, n uint64) (uint64, error) {
 	f := filepath.Join(c.dir, "memory.reclaim")
 	if _, err := os.Stat(f); err != nil {
-		return fmt.Errorf("%s (kernel < 5.19?): %w", f, ErrUnsupported)
+		return 0, fmt.Errorf("%s (kernel < 5.19?): %w", f, ErrUnsupported)
 	}
-	// The kernel returns EAGAIN when it could not reclaim all of n; that is
-	// a partial success, reported by the caller from memory.current.
-	if err := os.WriteFile(f, []byte(strconv.FormatUint(n, 10)), 0); err != nil && !errors.Is(err, syscall.EAGAIN) {
-		return fmt.Errorf("reclaim %d bytes in %s: %w", n, c.dir, err)
+	var done uint64
+	for done < n {
+		if err := ctx.Err(); err != nil {
+			return done, nil
+		}
+		chunk := min(n-done, reclaimChunk)
+		err := os.WriteFile(f, []byte(strconv.FormatUint(chunk, 10)), 0)
+		if errors.Is(err, syscall.EAGAIN) {
+			return done, nil
+		}
+		if err != nil {
+			return done, fmt.Errorf("reclaim %d bytes in %s: %w", chunk, c.dir, err)
+		}
+		done += chunk
 	}
-	return nil
+	return done, nil
 }
 
 func (c *cgroupV2) Kill() error {
@@ -427,8 +448,8 @@ func (c *cgroupV1) Set(k Knob, value string) error {
 	return nil
 }
 
-func (c *cgroupV1) Reclaim(uint64) error {
-	return fmt.Errorf("memory.reclaim on %s: %w", c.memDir(), ErrUnsupported)
+func (c *cgroupV1) Reclaim(context.Context, uint64) (uint64, error) {
+	return 0, fmt.Errorf("memory.reclaim on %s: %w", c.memDir(), ErrUnsupported)
 }
 
 // Kill signals every process of the subtree; v1 has no cgroup.kill. It

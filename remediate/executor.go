@@ -589,8 +589,12 @@ func (x *Executor) runLadder(l *ladder) {
 				return x.j.PutWithApplied(tr.rec, a)
 			})
 		}
+		timeout := st.Timeout
+		if timeout <= 0 {
+			timeout = x.cfg.StepTimeout
+		}
 		t0 := time.Now()
-		res, err := act.Do(x.ctx, req)
+		res, err := x.do(act, req, timeout, log)
 		x.metrics.duration.WithLabelValues(st.Action).Observe(time.Since(t0).Seconds())
 		result := "applied"
 		switch {
@@ -598,6 +602,8 @@ func (x *Executor) runLadder(l *ladder) {
 			result = "error"
 		case dry:
 			result = "dry_run"
+		case res.Skipped:
+			result = "skipped"
 		}
 		x.metrics.remediations.WithLabelValues(st.Action, result).Inc()
 		tr.mu.Lock()
@@ -614,7 +620,7 @@ func (x *Executor) runLadder(l *ladder) {
 		if err != nil {
 			continue
 		}
-		if dry {
+		if dry || res.Skipped {
 			continue
 		}
 		allDry = false
@@ -634,10 +640,6 @@ func (x *Executor) runLadder(l *ladder) {
 		if st.Verify == nil || x.verify == nil {
 			succeeded = true
 			break
-		}
-		timeout := st.Timeout
-		if timeout <= 0 {
-			timeout = x.cfg.StepTimeout
 		}
 		timer := time.NewTimer(timeout)
 		verified := false
@@ -694,6 +696,64 @@ func (x *Executor) runLadder(l *ladder) {
 		delete(x.ladders, l.key)
 		x.mu.Unlock()
 	}
+}
+
+// errStepOverran is a step whose action did not return within the step's
+// timeout; the ladder moves on without it.
+var errStepOverran = errors.New("action did not return within the step timeout")
+
+// do runs act.Do with a deadline of timeout and returns when Do does or
+// when the deadline passes, whichever is first, so that an action stuck in
+// the kernel (a long memory.reclaim write, a hung D-Bus call) cannot hold
+// the ladder: the next step runs. An overrunning Do keeps running in a
+// goroutine owned by the Executor's WaitGroup; if it applies something
+// releasable after all, that is released at once, since the ladder has
+// moved on.
+func (x *Executor) do(act Action, req Request, timeout time.Duration, log *slog.Logger) (Result, error) {
+	if d, ok := act.(interface {
+		minStepDeadline(map[string]any) time.Duration
+	}); ok {
+		timeout = max(timeout, d.minStepDeadline(req.Params))
+	}
+	ctx, cancel := context.WithTimeout(x.ctx, timeout)
+	var (
+		mu      sync.Mutex
+		out     *Result
+		outErr  error
+		gaveUp  bool
+		doneRun = make(chan struct{})
+	)
+	x.wg.Add(1)
+	go func() {
+		defer x.wg.Done()
+		defer cancel()
+		res, err := act.Do(ctx, req)
+		mu.Lock()
+		late := gaveUp
+		out, outErr = &res, err
+		mu.Unlock()
+		close(doneRun)
+		if !late {
+			return
+		}
+		log.Warn("overrunning step returned after the ladder moved on", "action", act.Name(), "detail", res.Detail, "err", err)
+		if r, ok := act.(Releaser); ok && err == nil && !req.DryRun && !res.Skipped {
+			if detail, rerr := r.Release(context.Background(), req); rerr != nil || detail != "" {
+				log.Warn("released late step", "action", act.Name(), "detail", detail, "err", rerr)
+			}
+		}
+	}()
+	select {
+	case <-doneRun:
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if out != nil { // Do returned, perhaps just as the deadline passed
+		return *out, outErr
+	}
+	gaveUp = true
+	return Result{}, fmt.Errorf("%s on %s after %s: %w", act.Name(), req.Target.Key(), timeout, errStepOverran)
 }
 
 func (x *Executor) isResolved(l *ladder) bool {

@@ -138,6 +138,16 @@ func init() { RegisterValidator(ActionSignal, validateSignal) }
 
 func (*Signal) Name() string { return ActionSignal }
 
+// minStepDeadline lets the grace period and the SIGKILL run even when the
+// step's timeout is shorter.
+func (*Signal) minStepDeadline(m map[string]any) time.Duration {
+	grace, err := params(m).duration("grace", 10*time.Second)
+	if err != nil {
+		return 0
+	}
+	return grace + 5*time.Second
+}
+
 func (*Signal) Do(ctx context.Context, req Request) (Result, error) {
 	if err := validateSignal(req.Params); err != nil {
 		return Result{}, err
@@ -169,6 +179,19 @@ func (*Signal) Do(ctx context.Context, req Request) (Result, error) {
 	if err := syscall.Kill(victim.PID, sig); err != nil {
 		return Result{}, fmt.Errorf("signal: %v to %s: %w", sig, who, err)
 	}
+	// A ladder may signal a cgroup it froze. A frozen task handles neither
+	// SIGTERM (v1 and v2) nor SIGKILL (v1 freezer) until it is thawed, so
+	// thaw right after the signal is queued: the pending signal is delivered
+	// before the task returns to user space, so an allocator that does not
+	// catch SIGTERM dies without allocating again.
+	thawed := ""
+	if req.Limits != nil && req.Limits.Held(req.Cgroup, KnobFreeze) {
+		if _, err := req.Limits.Restore(req.Cgroup, KnobFreeze); err != nil {
+			return Result{}, fmt.Errorf("signal: thaw %s after SIG%s: %w", req.Target.Key(), sname, err)
+		}
+		thawed = " (thawed to deliver it)"
+	}
+	who += thawed
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	deadline := time.Now().Add(grace)

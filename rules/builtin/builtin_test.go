@@ -3,6 +3,7 @@ package builtin
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-agent/vigil/remediate"
 	"github.com/vigil-agent/vigil/rules"
@@ -57,5 +58,43 @@ func TestShippedRulesPassActionValidation(t *testing.T) {
 	}
 	if _, err := Load(rules.LoadOptions{Actions: validators}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestShippedLaddersKeepFreezeShort checks the shape a freeze step needs in
+// a shipped ladder: a frozen allocator stops growing, so a freeze must be a
+// short pause with a headroom verify, and no thaw may come between it and
+// the signal that ends the workload (thawing first lets the allocator run
+// into the kernel OOM killer).
+func TestShippedLaddersKeepFreezeShort(t *testing.T) {
+	set, err := Load(rules.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	freezes := 0
+	for _, r := range set.Rules {
+		for i, st := range r.Actions {
+			if st.Action != remediate.ActionFreeze {
+				continue
+			}
+			freezes++
+			if st.Timeout <= 0 || st.Timeout > 15*time.Second {
+				t.Errorf("%s step %d freeze: timeout %s, want a short pause (0 < timeout <= 15s)", r.Name, i, st.Timeout)
+			}
+			if !strings.Contains(st.VerifyExpr, "limit_bytes <") {
+				t.Errorf("%s step %d freeze: verify %q must ask for headroom under the limit", r.Name, i, st.VerifyExpr)
+			}
+			for _, next := range r.Actions[i+1:] {
+				if next.Action == remediate.ActionThaw {
+					t.Errorf("%s: thaw after freeze (step %d) before the workload is signalled", r.Name, i)
+				}
+				if next.Action == remediate.ActionSignal || next.Action == remediate.ActionKillCgroup {
+					break
+				}
+			}
+		}
+	}
+	if freezes == 0 {
+		t.Fatal("no shipped ladder freezes: update this test")
 	}
 }
