@@ -79,8 +79,7 @@ type Agent struct {
 	nextDiscovery  time.Time
 	watcher        eventWatcher
 	watcherStop    func()
-	watched        map[string]uint64 // cgroup path -> v1 threshold bytes (0 = none)
-	watchLimitHit  bool
+	watches        *watchReconciler // registers notifications off the loop
 	pendingPaths   map[string]struct{}
 	pendingFull    bool
 	pendingTrigger *collectors.Event
@@ -127,7 +126,6 @@ func New(opts Options) (*Agent, error) {
 		snaps:        newSnapshotBuffers(),
 		reloadCh:     make(chan struct{}, 1),
 		started:      make(chan struct{}),
-		watched:      map[string]uint64{},
 		pendingPaths: map[string]struct{}{},
 		lastErr:      map[string]string{},
 		untracked:    map[string]uint64{},
@@ -450,7 +448,22 @@ func (a *Agent) startWatcher(ctx context.Context, cfg *config.Config) {
 	}()
 	a.watcher = w
 	a.stats.watcher.Store(w)
-	a.watcherStop = func() { cancel(); <-done }
+	a.watches = newWatchReconciler(a, w)
+	reconcileDone := make(chan struct{})
+	go func() {
+		defer close(reconcileDone)
+		a.watches.run(wctx)
+	}()
+	a.watcherStop = func() {
+		cancel()
+		<-done
+		// A registration stuck in the kernel must not hold up a stop.
+		select {
+		case <-reconcileDone:
+		case <-time.After(2 * time.Second):
+			a.log.Warn("kernel notification registration still blocked at stop")
+		}
+	}
 	a.SetDegraded("events", "")
 	if cfg.Events.PSI.Enabled {
 		file := filepath.Join(cfg.HostRoot, "proc", "pressure", "memory")
@@ -467,21 +480,22 @@ func (a *Agent) stopWatcher() {
 	if a.watcherStop != nil {
 		a.watcherStop()
 	}
-	a.watcher, a.watcherStop = nil, nil
-	a.watched = map[string]uint64{}
+	a.watcher, a.watcherStop, a.watches = nil, nil, nil
 	a.metrics.eventWatches.Set(0)
 }
 
-// reconcileWatches registers notifications for cgroups with a limit and
-// drops them for cgroups that are gone or no longer limited. On v1 each
-// limited cgroup gets a usage threshold at threshold_ratio of its effective
-// limit and an OOM notification; on v2 a memory.events watch.
+// reconcileWatches computes which cgroups need notifications: those with a
+// limit. On v1 each gets a usage threshold at threshold_ratio of its
+// effective limit and an OOM notification; on v2 a memory.events watch. The
+// registrations themselves run on the reconciler's goroutine: a write to a
+// v1 cgroup.event_control can block in the kernel, and the loop must keep
+// ticking whatever happens there.
 func (a *Agent) reconcileWatches(snap *collectors.Snapshot) {
-	if a.watcher == nil {
+	if a.watches == nil {
 		return
 	}
 	ev := a.cfg.Load().Events
-	want := make(map[string]uint64, len(a.watched))
+	want := make(map[string]uint64)
 	limited := false
 	for i := range snap.Cgroups {
 		cg := &snap.Cgroups[i]
@@ -499,46 +513,7 @@ func (a *Agent) reconcileWatches(snap *collectors.Snapshot) {
 		}
 		want[cg.Path] = threshold
 	}
-	if limited != a.watchLimitHit {
-		a.watchLimitHit = limited
-		if limited {
-			a.log.Warn("more limited cgroups than events.max_watched_cgroups; the rest are seen at each tick", "max", ev.MaxWatchedCgroups)
-			a.SetDegraded("max_watched_cgroups", fmt.Sprintf("more than %d limited cgroups", ev.MaxWatchedCgroups))
-		} else {
-			a.SetDegraded("max_watched_cgroups", "")
-		}
-	}
-	for path, thr := range a.watched {
-		if newThr, ok := want[path]; !ok || newThr != thr {
-			a.watcher.Unwatch(path)
-			delete(a.watched, path)
-		}
-	}
-	var failed int
-	var firstErr error
-	for path, thr := range want {
-		if _, ok := a.watched[path]; ok {
-			continue
-		}
-		err := a.watch(snap.Hierarchy.Version, path, thr, ev)
-		if err != nil {
-			a.watcher.Unwatch(path)
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // the cgroup went away since the sweep
-			}
-			failed++
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
-		}
-		a.watched[path] = thr
-	}
-	a.metrics.eventWatches.Set(float64(len(a.watched)))
-	if failed > 0 {
-		a.metrics.collectionErrors.WithLabelValues(collectorEvents).Add(float64(failed))
-		a.log.Warn("registering kernel notifications failed", "cgroups", failed, "first_err", firstErr)
-	}
+	a.watches.submit(watchRequest{version: snap.Hierarchy.Version, want: want, limited: limited, events: ev})
 }
 
 func (a *Agent) watch(version int, path string, threshold uint64, ev config.Events) error {
