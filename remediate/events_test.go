@@ -71,13 +71,23 @@ func TestV1EventsOfALadder(t *testing.T) {
 	eventually(t, 5*time.Second, "cpu.cfs_quota_us = 10000", func() bool { return g.Read(t, "cpu", "cpu.cfs_quota_us") == "10000" })
 	x.Handle([]rules.Finding{finding("events", g, rules.Resolved)})
 	eventually(t, 5*time.Second, "cpu.cfs_quota_us restored", func() bool { return g.Read(t, "cpu", "cpu.cfs_quota_us") == quota0 })
+	// The release is written to the cgroup before its event goes out: wait
+	// for the event, so the outcome below is measured after it.
+	eventually(t, 10*time.Second, "the release event", func() bool {
+		for _, e := range log.get() {
+			if e.Step != nil && e.Step.Action == ActionThrottleCPU+":release" {
+				return true
+			}
+		}
+		return false
+	})
 	eventually(t, 10*time.Second, "outcome measured", func() bool {
 		x.Observe(later(smp.snap(t, g), 2*time.Minute))
 		r, ok := lookup(j, "events")
 		return ok && r.Done
 	})
 	rec := record(t, j, "events")
-	eventually(t, 5*time.Second, "the outcome event", func() bool {
+	eventually(t, 10*time.Second, "the outcome event", func() bool {
 		evs := log.get()
 		return len(evs) > 0 && evs[len(evs)-1].Type == EventOutcome
 	})
