@@ -274,13 +274,24 @@ func (c *cgroupV2) Reclaim(ctx context.Context, n uint64) (uint64, error) {
 	if _, err := os.Stat(f); err != nil {
 		return 0, fmt.Errorf("%s (kernel < 5.19?): %w", f, ErrUnsupported)
 	}
+	// A raw descriptor, not os.File: kernfs files are pollable, so os.File
+	// would park a write that failed with EAGAIN in the poller, waiting for
+	// a readiness event that never comes (the write then never returns).
+	fd, err := syscall.Open(f, syscall.O_WRONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", f, err)
+	}
+	defer syscall.Close(fd)
 	var done uint64
 	for done < n {
 		if err := ctx.Err(); err != nil {
 			return done, nil
 		}
 		chunk := min(n-done, reclaimChunk)
-		err := os.WriteFile(f, []byte(strconv.FormatUint(chunk, 10)), 0)
+		_, err := syscall.Write(fd, []byte(strconv.FormatUint(chunk, 10)))
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
 		if errors.Is(err, syscall.EAGAIN) {
 			return done, nil
 		}
