@@ -369,3 +369,38 @@ func (g *group) frozen() bool {
 	s := strings.TrimSpace(string(b))
 	return s == "FROZEN" || s == "FREEZING"
 }
+
+// missingMirrorAncestors lists the cpu and freezer directories on the way to
+// this process's memory path that do not exist yet. Scenario groups get the
+// memory path in those hierarchies too, so cells create them; cells running
+// side by side share them, and the last one out may not be the one that
+// created them. Pass the list to removeEmptyCgroups once every cell is done.
+func missingMirrorAncestors() []string {
+	if cgroupVersion() != 1 {
+		return nil
+	}
+	own, err := ownMemoryPath(1)
+	if err != nil {
+		return nil
+	}
+	var missing []string
+	for _, c := range []string{"cpu", "freezer"} {
+		for p := own; p != "/" && p != "." && p != ""; p = filepath.Dir(p) {
+			d := filepath.Join(cgroupRoot, c, p)
+			if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+				missing = append(missing, d)
+			}
+		}
+	}
+	return missing
+}
+
+// removeEmptyCgroups removes, deepest first, those of dirs that are empty:
+// a cgroup with children or processes cannot be removed and is left alone.
+func removeEmptyCgroups(dirs []string) {
+	sorted := append([]string(nil), dirs...)
+	sort.Slice(sorted, func(i, j int) bool { return len(sorted[i]) > len(sorted[j]) })
+	for _, d := range sorted {
+		_ = os.Remove(d)
+	}
+}

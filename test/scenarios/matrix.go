@@ -91,6 +91,7 @@ func split(s string) []string {
 }
 
 func runMatrix(ctx context.Context, log *slog.Logger, o matrixOptions) error {
+	defer removeEmptyCgroups(missingMirrorAncestors())
 	cache, err := cacheDir()
 	if err != nil {
 		return err

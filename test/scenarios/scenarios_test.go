@@ -117,6 +117,8 @@ func TestScenariosShort(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create cgroups")
 	}
+	missing := missingMirrorAncestors()
+	t.Cleanup(func() { removeEmptyCgroups(missing) })
 	checkShort(t, runShort(t, testVigil(t), t.TempDir()))
 }
 
