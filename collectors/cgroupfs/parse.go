@@ -203,54 +203,51 @@ func statField(st *collectors.MemoryStat, key []byte) *uint64 {
 
 // parseEvents fills the v2 memory.events counters of ev.
 func parseEvents(b []byte, ev *collectors.MemoryEvents) error {
-	var firstErr error
-	for len(b) > 0 {
-		var line []byte
-		line, b = nextLine(b)
-		if len(line) == 0 {
-			continue
-		}
-		key, val, ok := splitKV(line)
-		if !ok {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("memory.events: malformed line %q", truncate(line))
-			}
-			continue
-		}
-		var p *uint64
+	_, err := parseCounters(b, "memory.events", func(key []byte) *uint64 {
 		switch string(key) {
 		case "low":
-			p = &ev.Low
+			return &ev.Low
 		case "high":
-			p = &ev.High
+			return &ev.High
 		case "max":
-			p = &ev.Max
+			return &ev.Max
 		case "oom":
-			p = &ev.OOM
+			return &ev.OOM
 		case "oom_kill":
-			p = &ev.OOMKill
+			return &ev.OOMKill
 		case "oom_group_kill":
-			p = &ev.OOMGroupKill
-		default:
-			continue
+			return &ev.OOMGroupKill
 		}
-		v, err := collectors.ParseUint(val)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("memory.events: %s: %w", key, err)
-			}
-			continue
-		}
-		*p = v
-	}
-	return firstErr
+		return nil
+	})
+	return err
 }
 
 // parseOOMControl fills OOMKillDisable, UnderOOM and OOMKill of ev from a v1
 // memory.oom_control file (oom_kill exists since Linux 4.13).
 func parseOOMControl(b []byte, ev *collectors.MemoryEvents) error {
-	var firstErr error
-	seen := false
+	seen, err := parseCounters(b, "memory.oom_control", func(key []byte) *uint64 {
+		switch string(key) {
+		case "oom_kill_disable":
+			return &ev.OOMKillDisable
+		case "under_oom":
+			return &ev.UnderOOM
+		case "oom_kill":
+			return &ev.OOMKill
+		}
+		return nil
+	})
+	if err == nil && !seen {
+		return fmt.Errorf("memory.oom_control: no known key")
+	}
+	return err
+}
+
+// parseCounters parses a flat "key value" file, storing each value where
+// field points for its key (nil: unknown key, skipped). It reports whether
+// any known key was stored; a malformed line or value is reported after the
+// rest has been parsed.
+func parseCounters(b []byte, file string, field func(key []byte) *uint64) (seen bool, firstErr error) {
 	for len(b) > 0 {
 		var line []byte
 		line, b = nextLine(b)
@@ -260,35 +257,25 @@ func parseOOMControl(b []byte, ev *collectors.MemoryEvents) error {
 		key, val, ok := splitKV(line)
 		if !ok {
 			if firstErr == nil {
-				firstErr = fmt.Errorf("memory.oom_control: malformed line %q", truncate(line))
+				firstErr = fmt.Errorf("%s: malformed line %q", file, truncate(line))
 			}
 			continue
 		}
-		var p *uint64
-		switch string(key) {
-		case "oom_kill_disable":
-			p = &ev.OOMKillDisable
-		case "under_oom":
-			p = &ev.UnderOOM
-		case "oom_kill":
-			p = &ev.OOMKill
-		default:
+		p := field(key)
+		if p == nil {
 			continue
 		}
 		v, err := collectors.ParseUint(val)
 		if err != nil {
 			if firstErr == nil {
-				firstErr = fmt.Errorf("memory.oom_control: %s: %w", key, err)
+				firstErr = fmt.Errorf("%s: %s: %w", file, key, err)
 			}
 			continue
 		}
 		*p = v
 		seen = true
 	}
-	if firstErr == nil && !seen {
-		return fmt.Errorf("memory.oom_control: no known key")
-	}
-	return firstErr
+	return seen, firstErr
 }
 
 // parseLimit parses a one-value limit file: "max" (v2) and the v1 page
