@@ -13,11 +13,7 @@ func ParsePressure(b []byte) (Pressure, error) {
 	var p Pressure
 	for len(b) > 0 {
 		var line []byte
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			line, b = b, nil
-		}
+		line, b = NextLine(b)
 		if len(line) == 0 {
 			continue
 		}
@@ -28,7 +24,7 @@ func ParsePressure(b []byte) (Pressure, error) {
 		case bytes.HasPrefix(line, []byte("full ")):
 			rec, line = &p.Full, line[5:]
 		default:
-			return Pressure{}, fmt.Errorf("pressure: unexpected line %q", truncate(line))
+			return Pressure{}, fmt.Errorf("pressure: unexpected line %q", Truncate(line))
 		}
 		if err := parsePSIRecord(line, rec); err != nil {
 			return Pressure{}, err
@@ -52,7 +48,7 @@ func parsePSIRecord(line []byte, rec *PSIRecord) error {
 		}
 		eq := bytes.IndexByte(field, '=')
 		if eq <= 0 {
-			return fmt.Errorf("pressure: malformed field %q", truncate(field))
+			return fmt.Errorf("pressure: malformed field %q", Truncate(field))
 		}
 		key, val := field[:eq], field[eq+1:]
 		var err error
@@ -87,11 +83,11 @@ func ParseUint(b []byte) (uint64, error) {
 	var v uint64
 	for _, c := range b {
 		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("invalid digit in %q", truncate(b))
+			return 0, fmt.Errorf("invalid digit in %q", Truncate(b))
 		}
 		d := uint64(c - '0')
 		if v > (1<<64-1-d)/10 {
-			return 0, fmt.Errorf("number %q overflows uint64", truncate(b))
+			return 0, fmt.Errorf("number %q overflows uint64", Truncate(b))
 		}
 		v = v*10 + d
 	}
@@ -105,7 +101,7 @@ func ParseDecimal(b []byte) (float64, error) {
 	if i := bytes.IndexByte(b, '.'); i >= 0 {
 		intPart, frac = b[:i], b[i+1:]
 		if len(frac) == 0 || len(frac) > 18 {
-			return 0, fmt.Errorf("invalid decimal %q", truncate(b))
+			return 0, fmt.Errorf("invalid decimal %q", Truncate(b))
 		}
 	}
 	n, err := ParseUint(intPart)
@@ -127,8 +123,17 @@ func ParseDecimal(b []byte) (float64, error) {
 	return v, nil
 }
 
-// truncate keeps error messages about hostile input short.
-func truncate(b []byte) []byte {
+// NextLine splits off the first line of b (without its newline). The
+// zero-allocation parsers of the collectors walk their files with it.
+func NextLine(b []byte) (line, rest []byte) {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		return b[:i], b[i+1:]
+	}
+	return b, nil
+}
+
+// Truncate keeps error messages about hostile input short.
+func Truncate(b []byte) []byte {
 	if len(b) > 64 {
 		return b[:64]
 	}

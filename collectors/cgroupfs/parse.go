@@ -84,14 +84,14 @@ func parseMemoryStat(b []byte, st *collectors.MemoryStat, version int) error {
 	var firstErr error
 	for len(b) > 0 {
 		var line []byte
-		line, b = nextLine(b)
+		line, b = collectors.NextLine(b)
 		if len(line) == 0 {
 			continue
 		}
 		key, val, ok := splitKV(line)
 		if !ok {
 			if firstErr == nil {
-				firstErr = fmt.Errorf("memory.stat: malformed line %q", truncate(line))
+				firstErr = fmt.Errorf("memory.stat: malformed line %q", collectors.Truncate(line))
 			}
 			continue
 		}
@@ -250,14 +250,14 @@ func parseOOMControl(b []byte, ev *collectors.MemoryEvents) error {
 func parseCounters(b []byte, file string, field func(key []byte) *uint64) (seen bool, firstErr error) {
 	for len(b) > 0 {
 		var line []byte
-		line, b = nextLine(b)
+		line, b = collectors.NextLine(b)
 		if len(line) == 0 {
 			continue
 		}
 		key, val, ok := splitKV(line)
 		if !ok {
 			if firstErr == nil {
-				firstErr = fmt.Errorf("%s: malformed line %q", file, truncate(line))
+				firstErr = fmt.Errorf("%s: malformed line %q", file, collectors.Truncate(line))
 			}
 			continue
 		}
@@ -300,14 +300,6 @@ func parseValue(b []byte) (uint64, error) {
 	return collectors.ParseUint(trimSpace(b))
 }
 
-// nextLine splits off the first line of b (without its newline).
-func nextLine(b []byte) (line, rest []byte) {
-	if i := bytes.IndexByte(b, '\n'); i >= 0 {
-		return b[:i], b[i+1:]
-	}
-	return b, nil
-}
-
 // splitKV splits "key value" on its single space.
 func splitKV(line []byte) (key, val []byte, ok bool) {
 	i := bytes.IndexByte(line, ' ')
@@ -323,14 +315,6 @@ func trimSpace(b []byte) []byte {
 	}
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
 		b = b[1:]
-	}
-	return b
-}
-
-// truncate keeps error messages about hostile input short.
-func truncate(b []byte) []byte {
-	if len(b) > 64 {
-		return b[:64]
 	}
 	return b
 }

@@ -29,17 +29,13 @@ func parseMeminfo(b []byte) (memInfo, error) {
 	var m memInfo
 	for len(b) > 0 {
 		var line []byte
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			line, b = b, nil
-		}
+		line, b = collectors.NextLine(b)
 		if len(line) == 0 {
 			continue
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
-			return memInfo{}, fmt.Errorf("meminfo: malformed line %q", truncate(line))
+			return memInfo{}, fmt.Errorf("meminfo: malformed line %q", collectors.Truncate(line))
 		}
 		key := line[:colon]
 		val := bytes.TrimSpace(line[colon+1:])
@@ -137,17 +133,13 @@ func parseVMStat(b []byte) (collectors.VMStat, error) {
 	seen := 0
 	for len(b) > 0 {
 		var line []byte
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			line, b = b, nil
-		}
+		line, b = collectors.NextLine(b)
 		if len(line) == 0 {
 			continue
 		}
 		sp := bytes.IndexByte(line, ' ')
 		if sp <= 0 {
-			return collectors.VMStat{}, fmt.Errorf("vmstat: malformed line %q", truncate(line))
+			return collectors.VMStat{}, fmt.Errorf("vmstat: malformed line %q", collectors.Truncate(line))
 		}
 		key, val := line[:sp], line[sp+1:]
 		var dst *uint64
@@ -214,12 +206,4 @@ func zoneSplit(key []byte, prefix string) bool {
 		return true
 	}
 	return false
-}
-
-// truncate keeps error messages about hostile input short.
-func truncate(b []byte) []byte {
-	if len(b) > 64 {
-		return b[:64]
-	}
-	return b
 }
