@@ -358,7 +358,18 @@ func testAgentOnRealHost(t *testing.T) {
 			return len(list.Remediations) > 0
 		})
 		rec := list.Remediations[0]
-		if rec.Target.Path != g.Path() || rec.Kind != journal.KindRefusal || rec.Reason != remediate.RefusedSelf {
+		// In the microVM the test runs in the root cgroup, which owns only
+		// itself: the test cgroup is then someone else's.
+		controller := "memory"
+		if g.Version == 2 {
+			controller = ""
+		}
+		own, _ := cgtest.OwnPath(controller)
+		switch {
+		case own == "/" && (rec.Target.Path != g.Path() || rec.Reason == remediate.RefusedSelf):
+			t.Errorf("record = kind %s target %s reason %q (%s), want %s not taken for vigil's own (vigil is in the root cgroup)",
+				rec.Kind, rec.Target.Path, rec.Reason, rec.Decision, g.Path())
+		case own != "/" && (rec.Target.Path != g.Path() || rec.Kind != journal.KindRefusal || rec.Reason != remediate.RefusedSelf):
 			t.Errorf("record = kind %s target %s reason %q (%s), want a %s refusal for %s",
 				rec.Kind, rec.Target.Path, rec.Reason, rec.Decision, remediate.RefusedSelf, g.Path())
 		}

@@ -54,7 +54,10 @@ func sendSpans(t *testing.T, endpoint string, pid, total, failed int) {
 		t.Fatal(err)
 	}
 	res := resource.NewSchemaless(attribute.String("service.name", "cart"), attribute.Int("process.pid", pid))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithResource(res))
+	// One batch, flushed below: the spans reach vigil in one request, so no
+	// snapshot can see a prefix of them (a syncer exports span by span).
+	bsp := sdktrace.NewBatchSpanProcessor(exp, sdktrace.WithMaxQueueSize(total), sdktrace.WithMaxExportBatchSize(total), sdktrace.WithBatchTimeout(time.Hour))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(bsp), sdktrace.WithResource(res))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	tr := tp.Tracer("vigil-test")
 	for i := 0; i < total; i++ {

@@ -195,7 +195,7 @@ func New(cfg Config, j *journal.Journal, verify verifier) (*Executor, error) {
 		cfg.Resolver = DefaultResolver("/sys/fs/cgroup", v)
 	}
 	if cfg.Safety.SelfCgroup == "" {
-		cfg.Safety.SelfCgroup = ownCgroup()
+		cfg.Safety.SelfCgroup = ownCgroup(cfg.Resolver, os.Getpid())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	x := &Executor{cfg: cfg, j: j, verify: verify, log: cfg.Log, safety: newSafety(cfg.Safety),
@@ -218,30 +218,6 @@ func New(cfg Config, j *journal.Journal, verify verifier) (*Executor, error) {
 		return nil, err
 	}
 	return x, nil
-}
-
-// ownCgroup is vigil's memory cgroup path (v2 entry, or v1 memory).
-func ownCgroup() string {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return ""
-	}
-	var v2 string
-	for _, line := range strings.Split(string(b), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if parts[0] == "0" && parts[1] == "" {
-			v2 = parts[2]
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			if c == "memory" {
-				return parts[2]
-			}
-		}
-	}
-	return v2
 }
 
 // Register adds an action (e.g. the Kubernetes evict action), replacing any

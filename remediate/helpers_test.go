@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(crashAgentEnv) != "" {
 		os.Exit(runCrashAgent())
 	}
+	if os.Getenv(ownCgroupProbeEnv) != "" {
+		os.Exit(runOwnCgroupProbe())
+	}
 	cgtest.Main(m)
 }
 

@@ -52,7 +52,9 @@ type SafetyConfig struct {
 	Prefer []string `json:"prefer" yaml:"prefer"`
 	Avoid  []string `json:"avoid" yaml:"avoid"`
 	// SelfCgroup is vigil's own cgroup path: it, its ancestors and its
-	// descendants are never touched. Empty: read from /proc/self/cgroup.
+	// descendants are never touched (in the root cgroup, only the root).
+	// Empty: found from /proc/self/cgroup, resolved through cgroup
+	// namespaces.
 	SelfCgroup string `json:"self_cgroup" yaml:"self_cgroup"`
 	// PerTarget and PerNode limit how often a remediation may start.
 	PerTarget Rate `json:"per_target" yaml:"per_target"`
@@ -130,16 +132,20 @@ func matchAnyTarget(patterns []string, t rules.Target) bool {
 	return false
 }
 
-// related reports whether a and b are the same cgroup or one contains the
-// other.
-func related(a, b string) bool {
-	if a == "" || b == "" {
+// isSelf reports whether acting on target could act on vigil, whose
+// cgroup is self: target is self, an ancestor of it, or a descendant (where
+// vigil's own helpers run). A vigil in the root cgroup (a host or VM without
+// a service manager) owns only the root: its descendants are everyone else's.
+func isSelf(target, self string) bool {
+	switch {
+	case target == "" || self == "":
+		return false
+	case target == self || target == "/":
+		return true
+	case self == "/":
 		return false
 	}
-	if a == b || a == "/" || b == "/" {
-		return true
-	}
-	return strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
+	return strings.HasPrefix(target, self+"/") || strings.HasPrefix(self, target+"/")
 }
 
 type bucket struct {
@@ -194,7 +200,7 @@ func (s *safety) refusal(t rules.Target, nodeScoped bool) string {
 		return ""
 	case t.Kind != "cgroup" || t.Path == "":
 		return RefusedNoCgroup
-	case related(t.Path, s.cfg.SelfCgroup):
+	case isSelf(t.Path, s.cfg.SelfCgroup):
 		return RefusedSelf
 	case matchAnyTarget(s.cfg.Protected, t):
 		return RefusedProtected

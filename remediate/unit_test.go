@@ -288,3 +288,24 @@ func TestMetricsLint(t *testing.T) {
 		t.Errorf("%d metrics, want 6", n)
 	}
 }
+
+func TestIsSelf(t *testing.T) {
+	for _, tt := range []struct {
+		target, self string
+		want         bool
+	}{
+		{"/system.slice/vigil.service", "/system.slice/vigil.service", true},
+		{"/system.slice", "/system.slice/vigil.service", true},
+		{"/", "/system.slice/vigil.service", true},
+		{"/system.slice/vigil.service/hook", "/system.slice/vigil.service", true},
+		{"/system.slice/vigil.service2", "/system.slice/vigil.service", false},
+		{"/kubepods/burstable/pod1/c1", "/system.slice/vigil.service", false},
+		{"/", "/", true},
+		{"/kubepods/burstable/pod1/c1", "/", false},
+		{"/anything", "", false},
+	} {
+		if got := isSelf(tt.target, tt.self); got != tt.want {
+			t.Errorf("isSelf(%q, %q) = %v, want %v", tt.target, tt.self, got, tt.want)
+		}
+	}
+}
