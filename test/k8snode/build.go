@@ -6,11 +6,12 @@
 // into $XDG_CACHE_HOME/vigil-test/k8s/<version>/ (behind a file lock) and
 // reused by every later run.
 //
-// The light tests run with every go test ./...; the heavy full-node tests
-// (TestNode*, root and the Debian packages containerd, runc and
-// containernetworking-plugins) run only when asked for:
+// Both run with every go test ./...: the heavy full-node tests (TestNode*)
+// where the host can run a node (root and the Debian packages containerd,
+// runc and containernetworking-plugins), unless -short or VIGIL_K8S_NODE=0.
+// Alone:
 //
-//	go test ./test/k8snode -run TestNode -v -timeout 20m    # or VIGIL_K8S_NODE=1
+//	go test ./test/k8snode -run TestNode -v -timeout 20m
 //
 // VIGIL_K8S_KEEP=1 keeps the directories with configs and logs.
 package k8snode
