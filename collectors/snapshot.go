@@ -236,6 +236,12 @@ type Derived struct {
 	ReclaimableBytes uint64 `json:"reclaimable_bytes"`
 	// UsageRatio is WorkingSetBytes / EffectiveLimitBytes (0 if unlimited).
 	UsageRatio float64 `json:"usage_ratio"`
+	// StatAgeSeconds is how old the memory.stat values of the sample (Stat,
+	// and what derives from them) are at the snapshot time: 0 when read in
+	// this snapshot. The usage and event files are read at every snapshot;
+	// memory.stat of a quiet cgroup may be reused for a few seconds (the
+	// agent's stat_max_age).
+	StatAgeSeconds float64 `json:"stat_age_seconds,omitempty"`
 }
 
 // Identity maps a cgroup to what a user recognises. Fields that do not apply

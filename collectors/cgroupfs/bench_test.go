@@ -160,3 +160,28 @@ func BenchmarkPreadFloor(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPreadFile preads one held file of every cgroup (n empty children
+// plus the group and its ancestors): which file the kernel makes expensive.
+func BenchmarkPreadFile(b *testing.B) {
+	for _, n := range []int{1000} {
+		c, _ := benchGroup(b, n, 1)
+		for f, name := range c.ver.files() {
+			if name == "" || isCold(fileID(f)) {
+				continue
+			}
+			b.Run(name+"/"+strconv.Itoa(n), func(b *testing.B) {
+				buf := make([]byte, 16384)
+				cpu0 := cpuTime(b)
+				for b.Loop() {
+					for _, cg := range c.cgroups {
+						if fd := cg.fds[f]; fd >= 0 {
+							unix.Pread(int(fd), buf, 0)
+						}
+					}
+				}
+				b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N)/float64(len(c.cgroups)), "cpu-ns/cgroup")
+			})
+		}
+	}
+}

@@ -74,6 +74,30 @@ type Options struct {
 	// (v2) file descriptors per cgroup. SweepPaths always reads them, and
 	// RefreshLimits makes the next read of a cgroup read them.
 	LimitsInterval time.Duration
+	// StatMaxAge is the longest a cgroup goes without its memory.stat being
+	// re-read (0, the default: at every read, as the other files). memory.stat
+	// is by far the costliest file (v1 computes its hierarchical total_* keys
+	// on every read); the cheap usage file is read at every sweep, and
+	// memory.stat only when one of these holds: it was never read, it is
+	// StatMaxAge old, usage moved by more than StatMoveRatio since it was
+	// read, usage is at or above StatNearLimitRatio of the effective limit,
+	// its trouble counters (major faults, refaults, scans, steals) moved
+	// between its last two reads, RefreshLimits marked the cgroup hot, or the
+	// read is a SweepPaths (an event). Between reads a sample carries the last
+	// memory.stat values and Derived.StatAgeSeconds says how old they are;
+	// the refault rate is computed between stat reads, at their times.
+	StatMaxAge time.Duration
+	// StatMoveRatio is the change of usage, relative to the usage at the last
+	// memory.stat read and at least 1 MiB, that makes it due again (default
+	// 0.02).
+	StatMoveRatio float64
+	// StatNearLimitRatio: a cgroup whose usage is at or above this fraction of
+	// its effective limit has memory.stat read at every sweep (default 0.5).
+	StatNearLimitRatio float64
+	// HotHold is how long after RefreshLimits a cgroup has memory.stat read
+	// at every sweep (default 2m): the agent calls RefreshLimits for cgroups
+	// with a finding, whose remediation follows.
+	HotHold time.Duration
 	// Logger receives warnings; default slog.Default().
 	Logger *slog.Logger
 }
@@ -109,6 +133,9 @@ type Stats struct {
 	// Vanished counts cgroups that disappeared while being read (dropped
 	// quietly, not errors).
 	Vanished uint64
+	// StatReads and StatSkips count, over every cgroup read, the reads of
+	// memory.stat and the reads that reused its last values (StatMaxAge).
+	StatReads, StatSkips uint64
 	// Errors counts problems by reason (every Reason* key is present).
 	Errors map[string]uint64
 }
@@ -126,6 +153,7 @@ type Collector struct {
 	spacing    int64  // minimum spacing of stored growth samples, ns
 	maxCgroups int
 	limitsIval int64 // Options.LimitsInterval, ns
+	stat       statPolicy
 
 	mu        sync.Mutex
 	closed    bool
@@ -141,11 +169,14 @@ type Collector struct {
 	job       sweepJob
 	partial   []*cgroup // scratch for SweepPaths
 	seq       uint32    // cgroups opened so far
+	lastNow   int64     // unix ns of the latest Sweep or SweepPaths
 
 	tracked  atomic.Int64
 	added    atomic.Uint64
 	removed  atomic.Uint64
 	vanished atomic.Uint64
+	statRead atomic.Uint64
+	statSkip atomic.Uint64
 	errs     [numReasons]atomic.Uint64
 }
 
@@ -168,6 +199,15 @@ func New(opts Options) (*Collector, error) {
 	if opts.LimitsInterval <= 0 {
 		opts.LimitsInterval = 10 * time.Second
 	}
+	if opts.StatMoveRatio <= 0 {
+		opts.StatMoveRatio = 0.02
+	}
+	if opts.StatNearLimitRatio <= 0 {
+		opts.StatNearLimitRatio = 0.5
+	}
+	if opts.HotHold <= 0 {
+		opts.HotHold = 2 * time.Minute
+	}
 	if opts.Workers <= 0 {
 		opts.Workers = min(runtime.GOMAXPROCS(0), 2)
 	}
@@ -187,7 +227,9 @@ func New(opts Options) (*Collector, error) {
 		spacing:    2 * int64(opts.GrowthWindow) / ringSize,
 		maxCgroups: opts.MaxCgroups,
 		limitsIval: int64(opts.LimitsInterval),
-		byPath:     map[string]*cgroup{},
+		stat: statPolicy{maxAge: int64(max(opts.StatMaxAge, 0)), moveRatio: opts.StatMoveRatio,
+			nearLimit: opts.StatNearLimitRatio, hotHold: int64(opts.HotHold)},
+		byPath: map[string]*cgroup{},
 	}
 	c.ancestors = ancestors(c.subtree)
 	if c.walk.start, err = unix.BytePtrFromString(c.Dir(c.subtree)); err != nil {
@@ -260,11 +302,13 @@ func (c *Collector) Dir(p string) string {
 // Stats returns the self-metrics.
 func (c *Collector) Stats() Stats {
 	s := Stats{
-		Tracked:  int(c.tracked.Load()),
-		Added:    c.added.Load(),
-		Removed:  c.removed.Load(),
-		Vanished: c.vanished.Load(),
-		Errors:   make(map[string]uint64, numReasons),
+		Tracked:   int(c.tracked.Load()),
+		Added:     c.added.Load(),
+		Removed:   c.removed.Load(),
+		Vanished:  c.vanished.Load(),
+		StatReads: c.statRead.Load(),
+		StatSkips: c.statSkip.Load(),
+		Errors:    make(map[string]uint64, numReasons),
 	}
 	for i, r := range reasons {
 		s.Errors[r] = c.errs[i].Load()

@@ -140,7 +140,14 @@ func (c *Collector) derive(cg *cgroup, s *collectors.CgroupSample, now time.Time
 	if d.GrowthBytesPerSecond > 0 && limit != collectors.Unlimited {
 		d.SecondsToLimit = collectors.Float(float64(d.HeadroomBytes) / d.GrowthBytesPerSecond)
 	}
-	d.RefaultsPerSecond = cg.refaults.update(t, s.Stat.WorkingsetRefaultAnon+s.Stat.WorkingsetRefaultFile)
+	// The refault counters are as of the last memory.stat read: the rate is
+	// taken between reads, at their times (a reused read keeps the rate).
+	statAt := t
+	if cg.stat.at != 0 {
+		statAt = cg.stat.at
+		d.StatAgeSeconds = float64(max(t-statAt, 0)) / 1e9
+	}
+	d.RefaultsPerSecond = cg.refaults.update(statAt, s.Stat.WorkingsetRefaultAnon+s.Stat.WorkingsetRefaultFile)
 }
 
 // sub is a-b clamped at 0.

@@ -36,6 +36,8 @@ type cgroup struct {
 	vanished bool   // set by a read that found it gone
 	warned   uint32 // bit per fileID already warned about
 
+	stat statCache // memory.stat as last read, and when to read it again
+
 	effLimit uint64 // effective limit of the latest read, for its children
 	growth   ring
 	refaults refaultRate

@@ -230,6 +230,13 @@ func (c *Collector) readChunk(r *reader, list []*cgroup, out []collectors.Cgroup
 			if name == "" || isCold(fileID(f)) {
 				continue
 			}
+			// memory.stat comes after the usage file: gate it on usage.
+			isStat := fileID(f) == fStat && cg.fds[f] >= 0
+			if isStat && !c.stat.due(&cg.stat, s.Memory.UsageBytes, cg.effLimit, now, forceLimits) {
+				s.Stat = cg.stat.stat
+				c.statSkip.Add(1)
+				continue
+			}
 			b, err := r.file(cg, fileID(f))
 			if err != nil {
 				cg.vanished = true
@@ -237,6 +244,10 @@ func (c *Collector) readChunk(r *reader, list []*cgroup, out []collectors.Cgroup
 			}
 			if b != nil {
 				r.parsed(cg, fileID(f), c.ver.fill(fileID(f), b, s))
+				if isStat {
+					c.stat.read(&cg.stat, s, now, cg.seq)
+					c.statRead.Add(1)
+				}
 			}
 		}
 		if !cg.vanished {
@@ -273,6 +284,7 @@ func (c *Collector) Sweep(now time.Time, dst *collectors.Snapshot) error {
 	dst.Hierarchy = c.hier
 	dst.Partial = false
 	dst.Cgroups = resize(dst.Cgroups, len(c.cgroups))
+	c.lastNow = max(c.lastNow, now.UnixNano())
 	c.readAll(c.cgroups, dst.Cgroups, now.UnixNano())
 	if n := c.compact(&c.cgroups, &dst.Cgroups); n > 0 {
 		c.tracked.Store(int64(len(c.cgroups)))
@@ -308,6 +320,7 @@ func (c *Collector) SweepPaths(now time.Time, paths []string, dst *collectors.Sn
 	dst.Hierarchy = c.hier
 	dst.Partial = true
 	dst.Cgroups = resize(dst.Cgroups, len(c.partial))
+	c.lastNow = max(c.lastNow, now.UnixNano())
 	c.readChunk(c.main, c.partial, dst.Cgroups, now.UnixNano(), true)
 	if n := c.compact(&c.partial, &dst.Cgroups); n > 0 {
 		c.cgroups = slices.DeleteFunc(c.cgroups, func(cg *cgroup) bool { return cg.vanished })
@@ -360,7 +373,8 @@ func resize(s []collectors.CgroupSample, n int) []collectors.CgroupSample {
 // RefreshLimits makes the next Sweep or SweepPaths re-read the limit files of
 // the tracked cgroups at paths (unknown paths are skipped): call it after
 // writing a limit, so that the change shows at the next tick rather than
-// within Options.LimitsInterval.
+// within Options.LimitsInterval. It also marks them hot: their memory.stat
+// is read at every sweep for Options.HotHold (see Options.StatMaxAge).
 func (c *Collector) RefreshLimits(paths ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -371,6 +385,8 @@ func (c *Collector) RefreshLimits(paths ...string) {
 		}
 		if ok {
 			cg.limitsDue = true
+			cg.stat.force = true
+			cg.stat.hot = c.lastNow + c.stat.hotHold
 		}
 	}
 }
