@@ -626,11 +626,14 @@ func (a *Agent) applyReload(ctx context.Context) *config.Config {
 	keep("host_root", next.HostRoot != old.HostRoot)
 	keep("growth_window", next.GrowthWindow != old.GrowthWindow)
 	keep("max_cgroups", next.MaxCgroups != old.MaxCgroups)
+	keep("stat_max_age", next.StatMaxAge != old.StatMaxAge)
+	keep("stat_near_limit_ratio", next.StatNearLimitRatio != old.StatNearLimitRatio)
 	keep("log.format", next.Log.Format != old.Log.Format)
 	keep("rules.shadow", next.Rules.Shadow != old.Rules.Shadow)
 	keep("remediation.journal", next.Remediation.Journal != old.Remediation.Journal)
 	next.Listen, next.HostRoot, next.GrowthWindow, next.MaxCgroups, next.Log.Format =
 		old.Listen, old.HostRoot, old.GrowthWindow, old.MaxCgroups, old.Log.Format
+	next.StatMaxAge, next.StatNearLimitRatio = old.StatMaxAge, old.StatNearLimitRatio
 	next.Rules.Shadow, next.Remediation.Journal = old.Rules.Shadow, old.Remediation.Journal
 	keep("webhooks.outbound", !reflect.DeepEqual(next.Webhooks.Outbound, old.Webhooks.Outbound))
 	keep("forward", next.Forward != old.Forward)

@@ -51,6 +51,7 @@ func snapshotCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		return 1
 	}
 	logger := NewLogger(stderr, "text", levelVar(slog.LevelWarn))
+	cfg.StatMaxAge = 0 // two sweeps --interval apart: both read memory.stat
 	s, err := newSampler(cfg, logger)
 	if err != nil {
 		fmt.Fprintln(stderr, "vigil snapshot:", err)

@@ -28,7 +28,10 @@ func newSampler(cfg *config.Config, log *slog.Logger) (*sampler, error) {
 		HostRoot:     cfg.HostRoot,
 		GrowthWindow: cfg.GrowthWindow,
 		MaxCgroups:   cfg.MaxCgroups,
-		Logger:       log,
+		StatMaxAge:   cfg.StatMaxAge,
+		// A zero ratio (a Config built in code) takes the collector's default.
+		StatNearLimitRatio: cfg.StatNearLimitRatio,
+		Logger:             log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cgroups under %s: %w", cfg.HostRoot, err)

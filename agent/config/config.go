@@ -40,6 +40,12 @@ type Config struct {
 	GrowthWindow time.Duration `yaml:"growth_window" json:"growth_window"`
 	// MaxCgroups bounds how many cgroups are tracked (self-protection).
 	MaxCgroups int `yaml:"max_cgroups" json:"max_cgroups"`
+	// StatMaxAge is the longest a cgroup's memory.stat goes unread (0: read
+	// at every tick); see cgroupfs.Options.StatMaxAge.
+	StatMaxAge time.Duration `yaml:"stat_max_age" json:"stat_max_age"`
+	// StatNearLimitRatio: cgroups whose usage is at or above this fraction
+	// of their limit have memory.stat read at every tick.
+	StatNearLimitRatio float64 `yaml:"stat_near_limit_ratio" json:"stat_near_limit_ratio"`
 
 	Log         Log         `yaml:"log" json:"log"`
 	Events      Events      `yaml:"events" json:"events"`
@@ -452,6 +458,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxCgroups < 1 {
 		errs = append(errs, fieldErr("max_cgroups", "must be at least 1, got %d", c.MaxCgroups))
+	}
+	if c.StatMaxAge < 0 || c.StatMaxAge > time.Minute {
+		errs = append(errs, fieldErr("stat_max_age", "must be between 0 (every tick) and 1m, got %v", c.StatMaxAge))
+	}
+	if !(c.StatNearLimitRatio > 0 && c.StatNearLimitRatio <= 1) {
+		errs = append(errs, fieldErr("stat_near_limit_ratio", "must be in (0, 1], got %v", c.StatNearLimitRatio))
 	}
 	errs = append(errs,
 		prefix("log", c.Log.Validate()),
