@@ -279,11 +279,19 @@ kubernetes:
 	if err := json.Unmarshal([]byte(body), &records); err != nil || code != http.StatusOK {
 		t.Fatalf("journal: %d %v", code, err)
 	}
+	// The ladder is gentle first: the CPU throttle ran before the restart.
 	found := false
 	for _, r := range records.Remediations {
 		id := r.Target.Identity
+		throttled := false
 		for _, st := range r.Steps {
+			if st.Action == "throttle-cpu" && st.Result == "applied" {
+				throttled = true
+			}
 			if id.Namespace == "leak" && id.Pod == "hog-vigil" && id.Container == "hog" && st.Action == "restart-container" && st.Result == "applied" {
+				if !throttled {
+					t.Errorf("remediation %s restarted leak/hog-vigil/hog without throttling first: %+v", r.ID, r.Steps)
+				}
 				found = true
 				t.Logf("journal: remediation %s on leak/hog-vigil/hog: %+v", r.ID, r.Steps)
 			}
