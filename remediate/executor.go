@@ -574,6 +574,10 @@ func (x *Executor) runLadder(l *ladder) {
 		x.metrics.duration.WithLabelValues(st.Action).Observe(time.Since(t0).Seconds())
 		result := "applied"
 		switch {
+		case errors.Is(err, ErrUnsupported):
+			// Not an error of the action: this cgroup version lacks the
+			// knob (memory.high, memory.reclaim on v1). Next step.
+			result, res.Detail, err = "skipped", err.Error(), nil
 		case err != nil:
 			result = "error"
 		case dry:

@@ -139,7 +139,9 @@ type Step struct {
 	DryRun     bool           `json:"dry_run,omitempty"`
 	Intent     time.Time      `json:"intent"`
 	Finished   time.Time      `json:"finished,omitempty"`
-	// Result is "applied", "dry_run", "refused", "error" or "" while running.
+	// Result is "applied", "dry_run", "skipped" (nothing to do, or the
+	// cgroup version lacks the knob: Detail says which), "refused", "error"
+	// or "" while running.
 	Result string `json:"result,omitempty"`
 	// Detail describes what the action did (e.g. memory.high 512M -> 300M).
 	Detail string `json:"detail,omitempty"`
