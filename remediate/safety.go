@@ -153,6 +153,15 @@ type bucket struct {
 	last   time.Time
 }
 
+// full reports whether b, refilled at r, is back to its burst: it then
+// allows what a new bucket allows.
+func (b *bucket) full(r Rate, now time.Time) bool {
+	if r.Burst <= 0 || r.Every <= 0 || b.last.IsZero() {
+		return true
+	}
+	return b.tokens+float64(now.Sub(b.last))/float64(r.Every) >= float64(r.Burst)
+}
+
 // take refills b at r and takes a token if there is one.
 func (b *bucket) take(r Rate, now time.Time) bool {
 	if r.Burst <= 0 || r.Every <= 0 {
@@ -227,12 +236,11 @@ func (s *safety) admitScoped(t rules.Target, nodeScoped bool, now time.Time) str
 	if s.cfg.MaxConcurrent > 0 && s.active >= s.cfg.MaxConcurrent {
 		return RefusedMaxConcurrent
 	}
+	s.prune(now)
 	if s.cfg.BlastRadius > 0 {
 		n := 0
-		for k, at := range s.recent {
-			if now.Sub(at) > s.cfg.BlastWindow {
-				delete(s.recent, k)
-			} else if k != t.Key() {
+		for k := range s.recent {
+			if k != t.Key() {
 				n++
 			}
 		}
@@ -257,6 +265,31 @@ func (s *safety) admitScoped(t rules.Target, nodeScoped bool, now time.Time) str
 	s.recent[t.Key()] = now
 	s.active++
 	return ""
+}
+
+// prune forgets the per-target state that no longer constrains anything:
+// a blast-radius entry out of its window and a rate bucket refilled to its
+// burst (a new bucket starts full). Without it every target ever admitted
+// (cgroups of pods and units come and go) would stay for the life of the
+// process. s.mu is held.
+func (s *safety) prune(now time.Time) {
+	for k, at := range s.recent {
+		if now.Sub(at) > s.cfg.BlastWindow {
+			delete(s.recent, k)
+		}
+	}
+	for k, b := range s.targets {
+		if b.full(s.cfg.PerTarget, now) {
+			delete(s.targets, k)
+		}
+	}
+}
+
+// sizes returns how many targets the safety layer keeps state for.
+func (s *safety) sizes() (buckets, recent int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.targets), len(s.recent)
 }
 
 func (s *safety) done() {

@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -144,6 +145,50 @@ func TestSafetyAdmit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSafetyForgetsIdleTargets: the per-target rate buckets and
+// blast-radius entries of targets that no longer constrain anything are
+// dropped, so churned cgroups (pods, units) do not pile up in the safety
+// layer; a target whose bucket is not yet refilled is kept (its limit
+// still holds).
+func TestSafetyForgetsIdleTargets(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	cfg := SafetyConfig{OptIn: []string{"/apps/**"}, PerTarget: Rate{Every: time.Minute, Burst: 1},
+		BlastRadius: 5000, BlastWindow: 2 * time.Minute}
+	s := newSafety(cfg)
+	for i := range 1000 {
+		if r := s.admit(rules.Target{Kind: "cgroup", Path: fmt.Sprintf("/apps/pod-%d", i)}, t0); r != "" {
+			t.Fatalf("admit pod-%d: %s", i, r)
+		}
+		s.done()
+	}
+	tests := []struct {
+		at                      time.Duration
+		target                  string
+		want                    string
+		wantBuckets, wantRecent int
+	}{
+		// 30s later: every bucket is still empty, every entry in the window.
+		{30 * time.Second, "/apps/pod-0", RefusedRateTarget, 1000, 1000},
+		{30 * time.Second, "/apps/new-a", "", 1001, 1001},
+		// 61s: the 1000 buckets are full again (dropped), new-a's is not;
+		// the blast-radius window still holds all of them.
+		{61 * time.Second, "/apps/new-b", "", 2, 1002},
+		// 3m30s: only new-c is left anywhere.
+		{3*time.Minute + 30*time.Second, "/apps/new-c", "", 1, 1},
+	}
+	for _, tt := range tests {
+		got := s.admit(rules.Target{Kind: "cgroup", Path: tt.target}, t0.Add(tt.at))
+		if got == "" {
+			s.done()
+		}
+		buckets, recent := s.sizes()
+		if got != tt.want || buckets != tt.wantBuckets || recent != tt.wantRecent {
+			t.Errorf("+%v admit(%s) = %q with %d buckets, %d blast-radius entries; want %q, %d, %d",
+				tt.at, tt.target, got, buckets, recent, tt.want, tt.wantBuckets, tt.wantRecent)
+		}
 	}
 }
 
