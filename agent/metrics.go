@@ -86,6 +86,13 @@ func newSnapshotCollector(src snapshotSource, cgroups bool) *snapshotCollector {
 	return c
 }
 
+// exportedOn tells whether the family of s is exported for a snapshot of a
+// host whose memory controller is on cgroup version (0: unknown, export all):
+// a signal the kernel provides only on the other version is a constant there.
+func exportedOn(s *vc.CgroupSignal, version int) bool {
+	return s.Version == 0 || version == 0 || s.Version == version
+}
+
 func valueType(counter bool) prometheus.ValueType {
 	if counter {
 		return prometheus.CounterValue
@@ -128,6 +135,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for k, d := range c.groupDescs {
 			s := &vc.CgroupSignals[c.groupIdx[k]]
+			if !exportedOn(s, snap.Hierarchy.Version) {
+				continue
+			}
 			m, err := prometheus.NewConstMetric(d, valueType(s.Counter), s.Value(cg), values...)
 			if err != nil {
 				// Only a label that is not UTF-8 gets here; the fast path
@@ -165,13 +175,21 @@ func (w *cgroupTextWriter) writeCgroupFamilies(snap *vc.Snapshot, out io.Writer)
 	for i := range snap.Cgroups {
 		cg := &snap.Cgroups[i]
 		w.labels = append(w.labels, '{')
-		for j, l := range cgroupLabels {
-			if j > 0 {
+		first := true
+		for _, l := range cgroupLabels {
+			// An empty label is no label to Prometheus: leaving it out
+			// changes no series and saves a third of the body.
+			v := l.Value(cg)
+			if v == "" {
+				continue
+			}
+			if !first {
 				w.labels = append(w.labels, ',')
 			}
+			first = false
 			w.labels = append(w.labels, l.Name...)
 			w.labels = append(w.labels, '=', '"')
-			w.labels = appendLabelValue(w.labels, l.Value(cg))
+			w.labels = appendLabelValue(w.labels, v)
 			w.labels = append(w.labels, '"')
 		}
 		w.labels = append(w.labels, '}', ' ')
@@ -179,7 +197,7 @@ func (w *cgroupTextWriter) writeCgroupFamilies(snap *vc.Snapshot, out io.Writer)
 	}
 	for k := range vc.CgroupSignals {
 		s := &vc.CgroupSignals[k]
-		if s.Metric == "" {
+		if s.Metric == "" || !exportedOn(s, snap.Hierarchy.Version) {
 			continue
 		}
 		w.buf = appendFamilyHeader(w.buf, s.Metric, s.Help, s.Counter)

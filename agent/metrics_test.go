@@ -162,9 +162,24 @@ func TestFastPathMatchesCollector(t *testing.T) {
 }
 
 // TestExportsEverySignal checks the families against the signal tables:
-// every signal with a Metric is exported with its type, no other.
+// every signal with a Metric is exported with its type, no other, except the
+// families of the other cgroup version (constants there).
 func TestExportsEverySignal(t *testing.T) {
+	for _, version := range []int{2, 1} {
+		snap := testSnapshot(2)
+		snap.Hierarchy.Version = version
+		var tw cgroupTextWriter
+		tw.appendCgroupFamilies(snap)
+		mfs := parseText(t, append(gatherText(t, newSnapshotCollector(fixedSource{snap}, false)), tw.buf...))
+		for _, s := range collectors.CgroupSignals {
+			_, got := mfs[s.Metric]
+			if want := s.Version == 0 || s.Version == version; s.Metric != "" && got != want {
+				t.Errorf("cgroup v%d: family %s exported %v, want %v (signal of v%d)", version, s.Metric, got, want, s.Version)
+			}
+		}
+	}
 	snap := testSnapshot(2)
+	snap.Hierarchy.Version = 0 // unknown: every family
 	var tw cgroupTextWriter
 	tw.appendCgroupFamilies(snap)
 	mfs := parseText(t, append(gatherText(t, newSnapshotCollector(fixedSource{snap}, false)), tw.buf...))

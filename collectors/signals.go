@@ -19,6 +19,10 @@ type Signal[T any] struct {
 	// Counter is true for cumulative counters (exported as counters).
 	Counter bool
 	Value   func(*T) float64
+	// Version, when not 0, is the only cgroup version whose kernel provides
+	// the signal: on the other it is a constant (0 or +Inf) and the exporter
+	// leaves its family out (rules still see it).
+	Version int
 }
 
 // CgroupSignal is a signal of one cgroup.
@@ -44,13 +48,13 @@ var CgroupSignals = []CgroupSignal{
 	{Name: "working_set_bytes", Metric: "vigil_cgroup_memory_working_set_bytes", Unit: "bytes", Help: "Usage minus inactive file pages, as the kubelet computes it.", Value: func(c *CgroupSample) float64 { return u(c.Derived.WorkingSetBytes) }},
 	{Name: "limit_bytes", Metric: "vigil_cgroup_memory_limit_bytes", Unit: "bytes", Help: "Effective limit: the tightest max/high of the cgroup and its ancestors (+Inf if none).", Value: func(c *CgroupSample) float64 { return limit(c.Memory.EffectiveLimitBytes) }},
 	{Name: "max_bytes", Metric: "vigil_cgroup_memory_max_bytes", Unit: "bytes", Help: "memory.max (v2) or memory.limit_in_bytes (v1); +Inf if unlimited.", Value: func(c *CgroupSample) float64 { return limit(c.Memory.MaxBytes) }},
-	{Name: "high_bytes", Metric: "vigil_cgroup_memory_high_bytes", Unit: "bytes", Help: "memory.high (v2); +Inf if unset.", Value: func(c *CgroupSample) float64 { return limit(c.Memory.HighBytes) }},
-	{Name: "low_bytes", Metric: "vigil_cgroup_memory_low_bytes", Unit: "bytes", Help: "memory.low (v2).", Value: func(c *CgroupSample) float64 { return u(c.Memory.LowBytes) }},
-	{Name: "min_bytes", Metric: "vigil_cgroup_memory_min_bytes", Unit: "bytes", Help: "memory.min (v2).", Value: func(c *CgroupSample) float64 { return u(c.Memory.MinBytes) }},
-	{Name: "soft_limit_bytes", Metric: "vigil_cgroup_memory_soft_limit_bytes", Unit: "bytes", Help: "memory.soft_limit_in_bytes (v1); +Inf if unset.", Value: func(c *CgroupSample) float64 { return limit(c.Memory.SoftLimitBytes) }},
-	{Name: "swap_max_bytes", Metric: "vigil_cgroup_memory_swap_max_bytes", Unit: "bytes", Help: "memory.swap.max (v2); +Inf if unlimited.", Value: func(c *CgroupSample) float64 { return limit(c.Memory.SwapMaxBytes) }},
+	{Name: "high_bytes", Metric: "vigil_cgroup_memory_high_bytes", Unit: "bytes", Help: "memory.high (v2); +Inf if unset.", Value: func(c *CgroupSample) float64 { return limit(c.Memory.HighBytes) }, Version: 2},
+	{Name: "low_bytes", Metric: "vigil_cgroup_memory_low_bytes", Unit: "bytes", Help: "memory.low (v2).", Value: func(c *CgroupSample) float64 { return u(c.Memory.LowBytes) }, Version: 2},
+	{Name: "min_bytes", Metric: "vigil_cgroup_memory_min_bytes", Unit: "bytes", Help: "memory.min (v2).", Value: func(c *CgroupSample) float64 { return u(c.Memory.MinBytes) }, Version: 2},
+	{Name: "soft_limit_bytes", Metric: "vigil_cgroup_memory_soft_limit_bytes", Unit: "bytes", Help: "memory.soft_limit_in_bytes (v1); +Inf if unset.", Value: func(c *CgroupSample) float64 { return limit(c.Memory.SoftLimitBytes) }, Version: 1},
+	{Name: "swap_max_bytes", Metric: "vigil_cgroup_memory_swap_max_bytes", Unit: "bytes", Help: "memory.swap.max (v2); +Inf if unlimited.", Value: func(c *CgroupSample) float64 { return limit(c.Memory.SwapMaxBytes) }, Version: 2},
 	{Name: "swap_usage_bytes", Metric: "vigil_cgroup_memory_swap_usage_bytes", Unit: "bytes", Help: "memory.swap.current (v2).", Value: func(c *CgroupSample) float64 { return u(c.Memory.SwapUsageBytes) }},
-	{Name: "memsw_limit_bytes", Metric: "vigil_cgroup_memory_memsw_limit_bytes", Unit: "bytes", Help: "memory.memsw.limit_in_bytes (v1 with swap accounting); +Inf if unlimited.", Value: func(c *CgroupSample) float64 { return limit(c.Memory.MemswLimitBytes) }},
+	{Name: "memsw_limit_bytes", Metric: "vigil_cgroup_memory_memsw_limit_bytes", Unit: "bytes", Help: "memory.memsw.limit_in_bytes (v1 with swap accounting); +Inf if unlimited.", Value: func(c *CgroupSample) float64 { return limit(c.Memory.MemswLimitBytes) }, Version: 1},
 	{Name: "headroom_bytes", Metric: "vigil_cgroup_memory_headroom_bytes", Unit: "bytes", Help: "Effective limit minus working set (+Inf if unlimited).", Value: func(c *CgroupSample) float64 { return limit(c.Derived.HeadroomBytes) }},
 	{Name: "usage_ratio", Metric: "vigil_cgroup_memory_usage_ratio", Unit: "ratio", Help: "Working set / effective limit (0 if unlimited).", Value: func(c *CgroupSample) float64 { return c.Derived.UsageRatio }},
 	{Name: "growth_bytes_per_second", Metric: "vigil_cgroup_memory_growth_bytes_per_second", Unit: "per_second", Help: "Least-squares slope of the working set over the growth window.", Value: func(c *CgroupSample) float64 { return c.Derived.GrowthBytesPerSecond }},
@@ -69,7 +73,7 @@ var CgroupSignals = []CgroupSignal{
 	{Name: "stat.file_mapped", Metric: "vigil_cgroup_memory_file_mapped_bytes", Unit: "bytes", Help: "Page cache mapped into processes.", Value: func(c *CgroupSample) float64 { return u(c.Stat.FileMapped) }},
 	{Name: "stat.file_dirty", Metric: "vigil_cgroup_memory_file_dirty_bytes", Unit: "bytes", Help: "Dirty page cache.", Value: func(c *CgroupSample) float64 { return u(c.Stat.FileDirty) }},
 	{Name: "stat.file_writeback", Metric: "vigil_cgroup_memory_file_writeback_bytes", Unit: "bytes", Help: "Page cache under writeback.", Value: func(c *CgroupSample) float64 { return u(c.Stat.FileWriteback) }},
-	{Name: "stat.slab", Metric: "vigil_cgroup_memory_slab_bytes", Unit: "bytes", Help: "Kernel slab memory (v2).", Value: func(c *CgroupSample) float64 { return u(c.Stat.Slab) }},
+	{Name: "stat.slab", Metric: "vigil_cgroup_memory_slab_bytes", Unit: "bytes", Help: "Kernel slab memory (v2).", Value: func(c *CgroupSample) float64 { return u(c.Stat.Slab) }, Version: 2},
 	{Name: "stat.swap", Metric: "vigil_cgroup_memory_swap_bytes", Unit: "bytes", Help: "Swap used (v1 memory.stat swap).", Value: func(c *CgroupSample) float64 { return u(c.Stat.Swap) }},
 	{Name: "stat.pgfault", Metric: "vigil_cgroup_memory_pgfault_total", Unit: "count", Counter: true, Help: "Page faults.", Value: func(c *CgroupSample) float64 { return u(c.Stat.Pgfault) }},
 	{Name: "stat.pgmajfault", Metric: "vigil_cgroup_memory_pgmajfault_total", Unit: "count", Counter: true, Help: "Major page faults.", Value: func(c *CgroupSample) float64 { return u(c.Stat.Pgmajfault) }},
@@ -77,20 +81,20 @@ var CgroupSignals = []CgroupSignal{
 	{Name: "stat.workingset_refault_file", Metric: "vigil_cgroup_memory_workingset_refault_file_total", Unit: "count", Counter: true, Help: "Refaults of previously evicted file pages.", Value: func(c *CgroupSample) float64 { return u(c.Stat.WorkingsetRefaultFile) }},
 	{Name: "stat.workingset_activate_file", Metric: "vigil_cgroup_memory_workingset_activate_file_total", Unit: "count", Counter: true, Help: "Refaulted file pages activated immediately.", Value: func(c *CgroupSample) float64 { return u(c.Stat.WorkingsetActivateFile) }},
 
-	{Name: "events.low", Metric: "vigil_cgroup_memory_events_low_total", Unit: "count", Counter: true, Help: "memory.events low (v2).", Value: func(c *CgroupSample) float64 { return u(c.Events.Low) }},
-	{Name: "events.high", Metric: "vigil_cgroup_memory_events_high_total", Unit: "count", Counter: true, Help: "memory.events high: times usage went over memory.high (v2).", Value: func(c *CgroupSample) float64 { return u(c.Events.High) }},
+	{Name: "events.low", Metric: "vigil_cgroup_memory_events_low_total", Unit: "count", Counter: true, Help: "memory.events low (v2).", Value: func(c *CgroupSample) float64 { return u(c.Events.Low) }, Version: 2},
+	{Name: "events.high", Metric: "vigil_cgroup_memory_events_high_total", Unit: "count", Counter: true, Help: "memory.events high: times usage went over memory.high (v2).", Value: func(c *CgroupSample) float64 { return u(c.Events.High) }, Version: 2},
 	{Name: "events.max", Metric: "vigil_cgroup_memory_events_max_total", Unit: "count", Counter: true, Help: "memory.events max (v2) or failcnt (v1): times usage hit the limit.", Value: func(c *CgroupSample) float64 { return u(c.Events.Max) }},
-	{Name: "events.oom", Metric: "vigil_cgroup_memory_events_oom_total", Unit: "count", Counter: true, Help: "memory.events oom (v2).", Value: func(c *CgroupSample) float64 { return u(c.Events.OOM) }},
+	{Name: "events.oom", Metric: "vigil_cgroup_memory_events_oom_total", Unit: "count", Counter: true, Help: "memory.events oom (v2).", Value: func(c *CgroupSample) float64 { return u(c.Events.OOM) }, Version: 2},
 	{Name: "events.oom_kill", Metric: "vigil_cgroup_memory_events_oom_kill_total", Unit: "count", Counter: true, Help: "Processes killed by the kernel OOM killer in this cgroup.", Value: func(c *CgroupSample) float64 { return u(c.Events.OOMKill) }},
 	{Name: "kernel_oom_kills", Metric: "vigil_cgroup_kernel_oom_kills_total", Unit: "count", Counter: true, Help: "Kernel OOM kills of tasks in this cgroup read from the kernel log (/dev/kmsg) since vigil started.", Value: func(c *CgroupSample) float64 { return u(c.KernelOOMKills) }},
-	{Name: "events.under_oom", Metric: "vigil_cgroup_memory_under_oom", Unit: "count", Help: "1 while a v1 cgroup is under OOM with the killer disabled.", Value: func(c *CgroupSample) float64 { return u(c.Events.UnderOOM) }},
+	{Name: "events.under_oom", Metric: "vigil_cgroup_memory_under_oom", Unit: "count", Help: "1 while a v1 cgroup is under OOM with the killer disabled.", Value: func(c *CgroupSample) float64 { return u(c.Events.UnderOOM) }, Version: 1},
 
-	{Name: "psi.memory.some_avg10", Metric: "vigil_cgroup_memory_pressure_some_avg10_percent", Unit: "percent", Help: "memory.pressure some avg10 (share of time some task stalled on memory).", Value: func(c *CgroupSample) float64 { return c.Pressure.Some.Avg10 }},
+	{Name: "psi.memory.some_avg10", Metric: "vigil_cgroup_memory_pressure_some_avg10_percent", Unit: "percent", Help: "memory.pressure some avg10 (share of time some task stalled on memory).", Value: func(c *CgroupSample) float64 { return c.Pressure.Some.Avg10 }, Version: 2},
 	{Name: "psi.memory.some_avg60", Metric: "", Unit: "percent", Help: "memory.pressure some avg60.", Value: func(c *CgroupSample) float64 { return c.Pressure.Some.Avg60 }},
-	{Name: "psi.memory.full_avg10", Metric: "vigil_cgroup_memory_pressure_full_avg10_percent", Unit: "percent", Help: "memory.pressure full avg10 (share of time all tasks stalled).", Value: func(c *CgroupSample) float64 { return c.Pressure.Full.Avg10 }},
+	{Name: "psi.memory.full_avg10", Metric: "vigil_cgroup_memory_pressure_full_avg10_percent", Unit: "percent", Help: "memory.pressure full avg10 (share of time all tasks stalled).", Value: func(c *CgroupSample) float64 { return c.Pressure.Full.Avg10 }, Version: 2},
 	{Name: "psi.memory.full_avg60", Metric: "", Unit: "percent", Help: "memory.pressure full avg60.", Value: func(c *CgroupSample) float64 { return c.Pressure.Full.Avg60 }},
-	{Name: "psi.memory.some_total", Metric: "vigil_cgroup_memory_pressure_some_seconds_total", Unit: "seconds", Counter: true, Help: "Cumulative time some task stalled on memory.", Value: func(c *CgroupSample) float64 { return float64(c.Pressure.Some.Total) / 1e6 }},
-	{Name: "psi.memory.full_total", Metric: "vigil_cgroup_memory_pressure_full_seconds_total", Unit: "seconds", Counter: true, Help: "Cumulative time all tasks stalled on memory.", Value: func(c *CgroupSample) float64 { return float64(c.Pressure.Full.Total) / 1e6 }},
+	{Name: "psi.memory.some_total", Metric: "vigil_cgroup_memory_pressure_some_seconds_total", Unit: "seconds", Counter: true, Help: "Cumulative time some task stalled on memory.", Value: func(c *CgroupSample) float64 { return float64(c.Pressure.Some.Total) / 1e6 }, Version: 2},
+	{Name: "psi.memory.full_total", Metric: "vigil_cgroup_memory_pressure_full_seconds_total", Unit: "seconds", Counter: true, Help: "Cumulative time all tasks stalled on memory.", Value: func(c *CgroupSample) float64 { return float64(c.Pressure.Full.Total) / 1e6 }, Version: 2},
 
 	// Container logs and traces: exported per pattern and per service by
 	// their own collectors, not per cgroup. NaN when there is no source.
