@@ -26,9 +26,12 @@ type statCache struct {
 	at    int64  // unix ns of the read; 0: never read
 	next  int64  // unix ns at which it is StatMaxAge old (spread at first read)
 	usage uint64 // usage read just before it
-	busy  bool   // the trouble counters moved between the last two reads
-	hot   int64  // read at every sweep until then (RefreshLimits)
-	force bool   // read at the next read whatever (RefreshLimits)
+	// memswUsage is v1 memory.memsw.usage_in_bytes read with it: usage plus
+	// swap, it moves with usage or with swap (memory.stat).
+	memswUsage uint64
+	busy       bool  // the trouble counters moved between the last two reads
+	hot        int64 // read at every sweep until then (RefreshLimits)
+	force      bool  // read at the next read whatever (RefreshLimits)
 }
 
 // due tells whether memory.stat must be read now, given the usage just read.
@@ -62,4 +65,5 @@ func (p *statPolicy) read(sc *statCache, s *collectors.CgroupSample, now int64, 
 		sc.next = now + p.maxAge - p.maxAge/16*int64(seq%16)
 	}
 	sc.stat, sc.at, sc.usage, sc.force = *st, now, s.Memory.UsageBytes, false
+	sc.memswUsage = s.Memory.MemswUsageBytes
 }

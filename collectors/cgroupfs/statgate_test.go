@@ -95,6 +95,7 @@ func TestStatGating(t *testing.T) {
 				}
 			}
 			c := newCollector(t, g, Options{StatMaxAge: tt.maxAge})
+			memsw := g.Version == 1 && exists(filepath.Join(g.Dir("memory"), "memory.memsw.usage_in_bytes"))
 			t0 := time.Now()
 			var snap collectors.Snapshot
 			if _, age := statAge(t, c, t0, g.Path(), &snap); age != 0 {
@@ -112,6 +113,10 @@ func TestStatGating(t *testing.T) {
 				// The sample always carries a memory.stat, fresh or not.
 				if tt.alloc.TotalMiB > 0 && s.Stat.Anon == 0 {
 					t.Errorf("sweep at t0+%ds: Stat.Anon 0 with %d MiB held", i+1, tt.alloc.TotalMiB)
+				}
+				// So does v1's memsw usage (usage + swap), read with it.
+				if memsw && s.Memory.MemswUsageBytes < s.Memory.UsageBytes/2 {
+					t.Errorf("sweep at t0+%ds: MemswUsageBytes %d with usage %d", i+1, s.Memory.MemswUsageBytes, s.Memory.UsageBytes)
 				}
 			}
 		})

@@ -226,16 +226,35 @@ func (c *Collector) readChunk(r *reader, list []*cgroup, out []collectors.Cgroup
 		s := &out[j]
 		s.Path, s.Identity = cg.path, cg.id
 		resetSample(s)
+		const (
+			gateUnknown = iota
+			gateRead
+			gateReuse
+		)
+		gate := gateUnknown
 		for f, name := range files {
 			if name == "" || isCold(fileID(f)) {
 				continue
 			}
-			// memory.stat comes after the usage file: gate it on usage.
+			// memory.stat (and v1 memsw usage, usage + swap) come after
+			// the usage file: they are read when due given the usage.
 			isStat := fileID(f) == fStat && cg.fds[f] >= 0
-			if isStat && !c.stat.due(&cg.stat, s.Memory.UsageBytes, cg.effLimit, now, forceLimits) {
-				s.Stat = cg.stat.stat
-				c.statSkip.Add(1)
-				continue
+			if (isStat || fileID(f) == fMemswUsage) && gate == gateUnknown {
+				gate = gateReuse
+				if c.stat.due(&cg.stat, s.Memory.UsageBytes, cg.effLimit, now, forceLimits) {
+					gate = gateRead
+				}
+			}
+			if gate == gateReuse {
+				switch fileID(f) {
+				case fMemswUsage:
+					s.Memory.MemswUsageBytes = cg.stat.memswUsage
+					continue
+				case fStat:
+					s.Stat = cg.stat.stat
+					c.statSkip.Add(1)
+					continue
+				}
 			}
 			b, err := r.file(cg, fileID(f))
 			if err != nil {
