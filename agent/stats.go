@@ -18,6 +18,7 @@ type collectorStats struct {
 	errors     *prometheus.Desc
 	vanished   *prometheus.Desc
 	discovered *prometheus.Desc
+	statReads  *prometheus.Desc
 	evCoalesce *prometheus.Desc
 	evDropped  *prometheus.Desc
 	evErrors   *prometheus.Desc
@@ -35,13 +36,14 @@ var (
 	statErrors     = statDef{"vigil_cgroup_collector_errors_total", "Cgroup collection problems by reason (open, read, parse, walk, max_cgroups, fd_limit).", []string{"reason"}}
 	statVanished   = statDef{"vigil_cgroup_collector_vanished_total", "Cgroups that disappeared while being read (normal churn, not errors).", nil}
 	statDiscovered = statDef{"vigil_cgroup_collector_discovered_total", "Cgroups picked up (change=added) and let go (change=removed) by discovery.", []string{"change"}}
+	statStatReads  = statDef{"vigil_cgroup_collector_stat_reads_total", "Per cgroup read, whether memory.stat was read (result=read) or its last values reused (result=reused, see stat_max_age).", []string{"result"}}
 	statCoalesced  = statDef{"vigil_events_coalesced_total", "Kernel notifications merged into one already queued for the same cgroup and kind.", nil}
 	statDropped    = statDef{"vigil_events_dropped_total", "Kernel notifications lost because the queue was full.", nil}
 	statEvErrors   = statDef{"vigil_event_watch_errors_total", "Failed reads and kernel error conditions on notification watches.", nil}
 	statEvRemoved  = statDef{"vigil_event_watches_removed_total", "Notification watches dropped because their cgroup disappeared.", nil}
 
 	// collectorStatDefs are all counters.
-	collectorStatDefs = []statDef{statErrors, statVanished, statDiscovered, statCoalesced, statDropped, statEvErrors, statEvRemoved}
+	collectorStatDefs = []statDef{statErrors, statVanished, statDiscovered, statStatReads, statCoalesced, statDropped, statEvErrors, statEvRemoved}
 )
 
 func (d statDef) desc() *prometheus.Desc { return prometheus.NewDesc(d.Name, d.Help, d.Labels, nil) }
@@ -51,6 +53,7 @@ func newCollectorStats() *collectorStats {
 		errors:     statErrors.desc(),
 		vanished:   statVanished.desc(),
 		discovered: statDiscovered.desc(),
+		statReads:  statStatReads.desc(),
 		evCoalesce: statCoalesced.desc(),
 		evDropped:  statDropped.desc(),
 		evErrors:   statEvErrors.desc(),
@@ -60,7 +63,7 @@ func newCollectorStats() *collectorStats {
 
 // Describe implements prometheus.Collector.
 func (s *collectorStats) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.errors, s.vanished, s.discovered, s.evCoalesce, s.evDropped, s.evErrors, s.evRemoved} {
+	for _, d := range []*prometheus.Desc{s.errors, s.vanished, s.discovered, s.statReads, s.evCoalesce, s.evDropped, s.evErrors, s.evRemoved} {
 		ch <- d
 	}
 }
@@ -75,6 +78,8 @@ func (s *collectorStats) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.vanished, prometheus.CounterValue, float64(st.Vanished))
 		ch <- prometheus.MustNewConstMetric(s.discovered, prometheus.CounterValue, float64(st.Added), "added")
 		ch <- prometheus.MustNewConstMetric(s.discovered, prometheus.CounterValue, float64(st.Removed), "removed")
+		ch <- prometheus.MustNewConstMetric(s.statReads, prometheus.CounterValue, float64(st.StatReads), "read")
+		ch <- prometheus.MustNewConstMetric(s.statReads, prometheus.CounterValue, float64(st.StatSkips), "reused")
 	}
 	if w := s.watcher.Load(); w != nil {
 		st := w.Stats()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,12 +72,15 @@ func TestSideBySideSmoke(t *testing.T) {
 	} else {
 		t.Fatal(err)
 	}
+	// vigil as of the last commit too (-vigil-base): measured right after
+	// vigil.
 	rep, err := SideBySide(ctx, log, SideBySideOptions{
-		Counts: []int{5}, Duration: 3 * time.Second, Warmup: time.Second, Peers: peers, WorkDir: t.TempDir(),
+		Counts: []int{5}, Duration: 3 * time.Second, Warmup: time.Second, Peers: peers, WorkDir: t.TempDir(), VigilBase: "HEAD",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	peers = slices.Insert(peers, 1, basePeer)
 	if got := leftovers(t); len(got) > 0 {
 		t.Errorf("cgroups left behind: %v", got)
 	}
@@ -107,8 +111,10 @@ func TestSideBySideSmoke(t *testing.T) {
 			t.Errorf("report has no row for %s:\n%s", p, out.String())
 		}
 	}
-	if !strings.Contains(out.String(), "vigil/node_exporter: CPU") {
-		t.Errorf("report has no vigil/node_exporter ratio:\n%s", out.String())
+	for _, want := range []string{"vigil/node_exporter: CPU", "vigil/vigil-base: CPU", "vigil-base/node_exporter: CPU"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report has no %q ratio:\n%s", want, out.String())
+		}
 	}
 }
 

@@ -77,6 +77,34 @@ func buildVigil(ctx context.Context, log *slog.Logger, dir string) (string, erro
 	return out, err
 }
 
+// buildVigilAt builds vigil as of git revision rev of the repository into
+// dir (its sources are exported there with git archive, the working tree is
+// not touched). It returns the binary and "git <short hash>".
+func buildVigilAt(ctx context.Context, log *slog.Logger, rev, dir string) (bin, version string, err error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", "", err
+	}
+	out, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--short", rev+"^{commit}").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("git rev-parse %s: %w", rev, err)
+	}
+	short := strings.TrimSpace(string(out))
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", "", err
+	}
+	archive := exec.CommandContext(ctx, "sh", "-c", `git -C "$0" archive "$1" | tar -x -C "$2"`, root, short, src)
+	if b, err := archive.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("exporting %s: %w\n%s", short, err, b)
+	}
+	bin = filepath.Join(dir, "vigil")
+	if _, err := goBuild(ctx, log, src, bin, "."); err != nil {
+		return "", "", err
+	}
+	return bin, "git " + short, nil
+}
+
 // cadvisorBinary returns the cached cAdvisor build, building it from
 // bench/cadvisor (its own module) when missing and build is true.
 func cadvisorBinary(ctx context.Context, log *slog.Logger, build bool) (string, error) {

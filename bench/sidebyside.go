@@ -29,9 +29,19 @@ type SideBySideOptions struct {
 	// StartupTimeout bounds a peer's start to its first good scrape; a peer
 	// that misses it is reported (Note) and the run goes on.
 	StartupTimeout time.Duration
+	// VigilBase is a git revision of this repository: when set, peer
+	// "vigil-base" is vigil built from it, measured right after "vigil", so
+	// that a change is compared before/after in the same run.
+	VigilBase string
 }
 
 var peerNames = []string{"vigil", "cadvisor-1s", "cadvisor-10s", "node_exporter"}
+
+// basePeer is vigil built from SideBySideOptions.VigilBase.
+const basePeer = "vigil-base"
+
+// isVigil tells the peers that are vigil (this tree or the base revision).
+func isVigil(name string) bool { return name == "vigil" || name == basePeer }
 
 // PeerResult is one peer measured over one round.
 type PeerResult struct {
@@ -55,6 +65,10 @@ type PeerResult struct {
 	// cgroups it tracked (every cgroup of the host, not only the bench's).
 	TickMeanMillis float64 `json:"tick_mean_ms,omitempty"`
 	Tracked        int     `json:"cgroups_tracked,omitempty"`
+	// vigil only: share of the per-cgroup reads of the window that reused
+	// the last memory.stat (vigil_cgroup_collector_stat_reads_total;
+	// absent before stat_max_age existed).
+	StatReused *float64 `json:"stat_reused_share,omitempty"`
 	// Note says why a peer has no numbers (e.g. it never served metrics).
 	Note string `json:"note,omitempty"`
 }
@@ -85,10 +99,11 @@ func cmdSideBySide(ctx context.Context, log *slog.Logger, args []string, stdout 
 	build := fs.Bool("build", true, "build or install peers that are not cached")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file")
 	startup := fs.Duration("startup-timeout", 2*time.Minute, "longest a peer may take to serve its first metrics")
+	base := fs.String("vigil-base", "", "also measure vigil built from this git `revision` (peer vigil-base, right after vigil): before/after in the same run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	opts := SideBySideOptions{Duration: *dur, Warmup: *warm, BuildPeers: *build, Peers: strings.Split(*peers, ","), StartupTimeout: *startup}
+	opts := SideBySideOptions{Duration: *dur, Warmup: *warm, BuildPeers: *build, Peers: strings.Split(*peers, ","), StartupTimeout: *startup, VigilBase: *base}
 	for _, s := range strings.Split(*counts, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 0 {
@@ -119,9 +134,13 @@ func SideBySide(ctx context.Context, log *slog.Logger, opts SideBySideOptions) (
 		opts.Warmup = min(opts.Duration/6, 10*time.Second)
 	}
 	for _, p := range opts.Peers {
-		if !slices.Contains(peerNames, p) {
-			return nil, fmt.Errorf("unknown peer %q (known: %s)", p, strings.Join(peerNames, ", "))
+		if !slices.Contains(peerNames, p) && p != basePeer {
+			return nil, fmt.Errorf("unknown peer %q (known: %s, %s)", p, strings.Join(peerNames, ", "), basePeer)
 		}
+	}
+	if opts.VigilBase != "" && !slices.Contains(opts.Peers, basePeer) {
+		i := slices.Index(opts.Peers, "vigil") + 1 // 0 without vigil: first
+		opts.Peers = slices.Insert(slices.Clone(opts.Peers), i, basePeer)
 	}
 	work := opts.WorkDir
 	if work == "" {
@@ -137,7 +156,7 @@ func SideBySide(ctx context.Context, log *slog.Logger, opts SideBySideOptions) (
 	// Resolve the binaries first: a missing build fails before any cgroup.
 	specs := map[string]peer{}
 	for _, name := range opts.Peers {
-		p, err := resolvePeer(ctx, log, name, opts.BuildPeers, work)
+		p, err := resolvePeer(ctx, log, name, opts, work)
 		if errors.Is(err, errNotCached) {
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: %v", name, err))
 			log.Warn("skipping peer", "peer", name, "err", err)
@@ -186,18 +205,27 @@ func SideBySide(ctx context.Context, log *slog.Logger, opts SideBySideOptions) (
 }
 
 // resolvePeer builds (or finds) a peer's binary and its command line.
-func resolvePeer(ctx context.Context, log *slog.Logger, name string, build bool, work string) (peer, error) {
+func resolvePeer(ctx context.Context, log *slog.Logger, name string, opts SideBySideOptions, work string) (peer, error) {
+	build := opts.BuildPeers
 	addr, err := freePort()
 	if err != nil {
 		return peer{}, err
 	}
 	switch name {
-	case "vigil":
-		bin, err := buildVigil(ctx, log, work)
+	case "vigil", basePeer:
+		bin, version := "", "this tree"
+		if name == "vigil" {
+			bin, err = buildVigil(ctx, log, work)
+		} else {
+			if opts.VigilBase == "" {
+				return peer{}, fmt.Errorf("peer %s needs -vigil-base", basePeer)
+			}
+			bin, version, err = buildVigilAt(ctx, log, opts.VigilBase, filepath.Join(work, basePeer))
+		}
 		if err != nil {
 			return peer{}, err
 		}
-		dir := filepath.Join(work, "vigil-state")
+		dir := filepath.Join(work, name+"-state")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return peer{}, err
 		}
@@ -206,7 +234,7 @@ func resolvePeer(ctx context.Context, log *slog.Logger, name string, build bool,
 		if err := os.WriteFile(cfg, []byte("remediation:\n  journal:\n    path: "+filepath.Join(dir, "journal.db")+"\n"), 0o644); err != nil {
 			return peer{}, err
 		}
-		return peer{Name: name, Version: "this tree", Addr: addr, Path: "/metrics", Dir: dir,
+		return peer{Name: name, Version: version, Addr: addr, Path: "/metrics", Dir: dir,
 			Argv: []string{bin, "run", "--config", cfg, "--listen", addr, "--tick", "1s"}}, nil
 	case "cadvisor-1s", "cadvisor-10s":
 		bin, err := cadvisorBinary(ctx, log, build)
@@ -278,6 +306,8 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 		haveStart bool
 		tick0     [2]float64 // vigil_tick_duration_seconds sum, count
 		tick1     [2]float64
+		stat0     [2]float64 // vigil_cgroup_collector_stat_reads_total read, reused
+		stat1     [2]float64
 	)
 	for time.Now().Before(end) {
 		select {
@@ -302,7 +332,7 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 		} else {
 			lats = append(lats, lat)
 			res.Series, res.BodyBytes = series, len(body)
-			if p.Name == "vigil" {
+			if isVigil(p.Name) {
 				sum, ok1 := sampleValue(body, "vigil_tick_duration_seconds_sum")
 				cnt, ok2 := sampleValue(body, "vigil_tick_duration_seconds_count")
 				if tr, ok := sampleValue(body, "vigil_cgroups_tracked"); ok {
@@ -313,6 +343,14 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 						tick0 = [2]float64{sum, cnt}
 					}
 					tick1 = [2]float64{sum, cnt}
+				}
+				read, ok1 := sampleValue(body, `vigil_cgroup_collector_stat_reads_total{result="read"}`)
+				reused, ok2 := sampleValue(body, `vigil_cgroup_collector_stat_reads_total{result="reused"}`)
+				if ok1 && ok2 {
+					if stat0 == [2]float64{} && haveStart {
+						stat0 = [2]float64{read, reused}
+					}
+					stat1 = [2]float64{read, reused}
 				}
 			}
 		}
@@ -340,6 +378,10 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 	if tick1[1] > tick0[1] {
 		res.TickMeanMillis = 1000 * (tick1[0] - tick0[0]) / (tick1[1] - tick0[1])
 	}
+	if reads := stat1[0] - stat0[0] + stat1[1] - stat0[1]; reads > 0 {
+		share := (stat1[1] - stat0[1]) / reads
+		res.StatReused = &share
+	}
 	// Steady: the median of the second half of the window.
 	res.SteadyRSS = medianU64(rss[len(rss)/2:])
 	slices.Sort(lats)
@@ -366,7 +408,7 @@ func writeSideBySide(w io.Writer, rep *SideBySideReport) {
 		fmt.Fprintf(w, "#### %d cgroups\n\n", n)
 		fmt.Fprintln(w, "| peer | version | CPU % | peak RSS MiB | steady RSS MiB | scrape p50 ms | p95 ms | p99 ms | series | body KiB | start-up ms |")
 		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-		var vigil *PeerResult
+		var vigil, base *PeerResult
 		for i, r := range rep.Results {
 			if r.Cgroups != n {
 				continue
@@ -375,23 +417,41 @@ func writeSideBySide(w io.Writer, rep *SideBySideReport) {
 				fmt.Fprintf(w, "| %s | %s | %s | | | | | | | | |\n", r.Peer, r.Version, r.Note)
 				continue
 			}
-			if r.Peer == "vigil" {
+			switch r.Peer {
+			case "vigil":
 				vigil = &rep.Results[i]
+			case basePeer:
+				base = &rep.Results[i]
 			}
 			fmt.Fprintf(w, "| %s | %s | %.2f | %.1f | %.1f | %.2f | %.2f | %.2f | %d | %d | %.0f |\n", r.Peer, r.Version, r.CPUPercent,
 				mib(r.PeakRSSBytes), mib(r.SteadyRSS), r.ScrapeP50, r.ScrapeP95, r.ScrapeP99, r.Series, r.BodyBytes>>10, r.StartupMillis)
 		}
 		if vigil != nil {
-			fmt.Fprintf(w, "\nvigil tracked %d cgroups (the whole host, the bench's included); mean tick %.2f ms (%.2f µs per cgroup).\n",
-				vigil.Tracked, vigil.TickMeanMillis, 1000*vigil.TickMeanMillis/float64(max(vigil.Tracked, 1)))
 			fmt.Fprintln(w)
-			for _, r := range rep.Results {
-				if r.Cgroups != n || r.Peer == "vigil" || r.Note != "" {
+			for _, v := range []*PeerResult{vigil, base} {
+				if v == nil {
 					continue
 				}
-				fmt.Fprintf(w, "- vigil/%s: CPU %s, steady RSS %s, scrape p95 %s (%s faster)\n", r.Peer,
-					ratio(vigil.CPUPercent, r.CPUPercent), ratio(float64(vigil.SteadyRSS), float64(r.SteadyRSS)),
-					ratio(vigil.ScrapeP95, r.ScrapeP95), ratio(r.ScrapeP95, vigil.ScrapeP95))
+				fmt.Fprintf(w, "%s tracked %d cgroups (the whole host, the bench's included); mean tick %.2f ms (%.2f µs per cgroup)", v.Peer,
+					v.Tracked, v.TickMeanMillis, 1000*v.TickMeanMillis/float64(max(v.Tracked, 1)))
+				if v.StatReused != nil {
+					fmt.Fprintf(w, "; memory.stat reused (not re-read) in %.1f %% of cgroup reads", 100**v.StatReused)
+				}
+				fmt.Fprintln(w, ".")
+			}
+			fmt.Fprintln(w)
+			for _, v := range []*PeerResult{vigil, base} {
+				if v == nil {
+					continue
+				}
+				for _, r := range rep.Results {
+					if r.Cgroups != n || isVigil(r.Peer) && (v == base || r.Peer == "vigil") || r.Note != "" {
+						continue
+					}
+					fmt.Fprintf(w, "- %s/%s: CPU %s, steady RSS %s, scrape p95 %s (%s faster)\n", v.Peer, r.Peer,
+						ratio(v.CPUPercent, r.CPUPercent), ratio(float64(v.SteadyRSS), float64(r.SteadyRSS)),
+						ratio(v.ScrapeP95, r.ScrapeP95), ratio(r.ScrapeP95, v.ScrapeP95))
+				}
 			}
 		}
 		fmt.Fprintln(w)

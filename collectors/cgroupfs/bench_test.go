@@ -15,12 +15,17 @@ import (
 // benchGroup creates a test group with n empty child cgroups (reading cost
 // does not depend on what runs inside) and a Collector on its subtree.
 func benchGroup(b *testing.B, n, workers int) (*Collector, *cgtest.Group) {
+	return benchGroupOpts(b, n, Options{Workers: workers})
+}
+
+func benchGroupOpts(b *testing.B, n int, opts Options) (*Collector, *cgtest.Group) {
 	b.Helper()
 	g := cgtest.New(b)
 	for i := range n {
 		g.Child(b, "c"+strconv.Itoa(i))
 	}
-	c, err := New(Options{Subtree: g.Path(), Workers: workers, Logger: testLogger(b)})
+	opts.Subtree, opts.Logger = g.Path(), testLogger(b)
+	c, err := New(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -33,15 +38,17 @@ func benchGroup(b *testing.B, n, workers int) (*Collector, *cgtest.Group) {
 
 // BenchmarkSweep is a full sweep of n real cgroups (plus the group and its
 // ancestors), with the default number of sweep goroutines; /serial reads on
-// one goroutine.
+// one goroutine. Both read memory.stat at every sweep (StatMaxAge 0);
+// /stat-max-age=5s is the agent's default, sweeps 1 s apart: the quiet
+// cgroups read memory.stat once every 5 sweeps.
 func BenchmarkSweep(b *testing.B) {
 	for _, n := range []int{100, 500, 1000} {
 		for _, mode := range []struct {
-			name    string
-			workers int
-		}{{"", 0}, {"/serial", 1}} {
+			name string
+			opts Options
+		}{{"", Options{}}, {"/serial", Options{Workers: 1}}, {"/stat-max-age=5s", Options{StatMaxAge: 5 * time.Second}}} {
 			b.Run(strconv.Itoa(n)+mode.name, func(b *testing.B) {
-				c, _ := benchGroup(b, n, mode.workers)
+				c, _ := benchGroupOpts(b, n, mode.opts)
 				var snap collectors.Snapshot
 				now := time.Now()
 				if err := c.Sweep(now, &snap); err != nil {
