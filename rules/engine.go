@@ -442,19 +442,44 @@ func (e *Engine) dropVanished(now time.Time, out []Finding) []Finding {
 		grace = -1
 	}
 	for k, t := range e.targets {
-		if t.seenTick == e.tick || (grace >= 0 && now.Sub(t.lastSeen) <= grace) {
+		if t.seenTick == e.tick || (grace >= 0 && now.Sub(t.lastSeen) <= grace && t.keep()) {
 			continue
 		}
 		for ri, st := range t.states {
-			if st != nil && st.state == Firing && st.announced && t.set == e.set {
-				f := e.finding(e.set.Rules[ri], t, nil, st, Resolved, now)
-				e.metrics.resolved[ri]++
-				out = append(out, f)
+			if st == nil || st.state != Firing || !st.announced || t.set == nil || ri >= len(t.set.Rules) {
+				continue
 			}
+			// The states of a target not seen since a reload are still
+			// indexed by the set it was last evaluated with: resolve by
+			// name (a rule the reload removed has nothing to resolve, as
+			// for the targets still present).
+			ci, ok := e.ruleIndex[t.set.Rules[ri].Name]
+			if !ok {
+				continue
+			}
+			f := e.finding(e.set.Rules[ci], t, nil, st, Resolved, now)
+			e.metrics.resolved[ci]++
+			out = append(out, f)
 		}
 		delete(e.targets, k)
 	}
 	return out
+}
+
+// keep reports whether a vanished target has anything worth the grace
+// period: a rule state (a cooldown, a pending or firing episode) or the
+// history of a rule that selects it. A cgroup no rule selects is dropped
+// at once.
+func (t *target) keep() bool {
+	if len(t.match) > 0 {
+		return true
+	}
+	for _, st := range t.states {
+		if st != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // identityFingerprint hashes what selectors look at, so that matches are

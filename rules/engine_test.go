@@ -202,6 +202,79 @@ func TestEngineStateMachine(t *testing.T) {
 	}
 }
 
+// TestEngineForgetsVanishedTargets: a vanished cgroup no rule selects is
+// forgotten at the next full snapshot; one a rule selects is kept for the
+// grace period (its cooldowns and history survive a recreation) and then
+// forgotten, its firing rules resolved, also when the rule set was
+// reloaded while it was gone.
+func TestEngineForgetsVanishedTargets(t *testing.T) {
+	const grace = 15 * time.Second
+	selected := "rules:\n- name: full\n  selector: {paths: [\"/apps/**\"]}\n  condition: usage_ratio > 0.9\n"
+	reordered := "rules:\n- name: other\n  condition: usage_ratio > 2\n- name: full\n  selector: {paths: [\"/apps/**\"]}\n  condition: usage_ratio > 0.9\n"
+	both := snapOf(cg("/apps/a", 950, 1000), cg("/other/b", 950, 1000))
+	tests := []struct {
+		name   string
+		swapTo string // reload after the first tick
+		ticks  []tick
+		// targets tracked after each tick
+		want []int
+	}{
+		{
+			name: "unselected at once, selected after the grace",
+			ticks: []tick{
+				{0, both, []string{"full /apps/a firing enforce"}},
+				{5 * time.Second, snapOf(), nil},
+				{10 * time.Second, snapOf(), nil},
+				{20 * time.Second, snapOf(), []string{"full /apps/a resolved enforce"}},
+			},
+			want: []int{2, 1, 1, 0},
+		},
+		{
+			name:   "partial snapshots drop nothing",
+			ticks:  []tick{{0, both, []string{"full /apps/a firing enforce"}}, {20 * time.Second, &collectors.Snapshot{Partial: true}, nil}},
+			want:   []int{2, 2},
+			swapTo: "",
+		},
+		{
+			name:   "reloaded while gone: resolved by name",
+			swapTo: reordered,
+			ticks: []tick{
+				{0, both, []string{"full /apps/a firing enforce"}},
+				{5 * time.Second, snapOf(), nil},
+				{20 * time.Second, snapOf(), []string{"full /apps/a resolved enforce"}},
+			},
+			want: []int{2, 1, 0},
+		},
+		{
+			name:   "reloaded while gone, rule removed: nothing to resolve",
+			swapTo: "rules:\n- name: other\n  condition: usage_ratio > 2\n",
+			ticks: []tick{
+				{0, both, []string{"full /apps/a firing enforce"}},
+				{5 * time.Second, snapOf(), nil},
+				{20 * time.Second, snapOf(), nil},
+			},
+			want: []int{2, 1, 0},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEngine(mustLoad(t, selected), EngineOptions{TargetGrace: grace})
+			for i, tk := range tc.ticks {
+				runTicks(t, e, []tick{tk})
+				if i == 0 && tc.swapTo != "" {
+					e.Swap(mustLoad(t, tc.swapTo))
+				}
+				e.mu.Lock()
+				got := len(e.targets)
+				e.mu.Unlock()
+				if got != tc.want[i] {
+					t.Errorf("at %v: %d targets tracked, want %d", tk.at, got, tc.want[i])
+				}
+			}
+		})
+	}
+}
+
 func TestSelectorAndOptIn(t *testing.T) {
 	set := mustLoad(t, `rules:
 - name: optin
