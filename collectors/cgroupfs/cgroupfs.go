@@ -85,8 +85,10 @@ type Options struct {
 	// between its last two reads, RefreshLimits marked the cgroup hot, or the
 	// read is a SweepPaths (an event). Between reads a sample carries the last
 	// memory.stat values and Derived.StatAgeSeconds says how old they are;
-	// the refault rate is computed between stat reads, at their times. v1's
-	// memory.memsw.usage_in_bytes (usage + swap) is read along with it.
+	// the refault rate is computed between stat reads, at their times. The
+	// peak (a high-water mark) and, on v1, failcnt (a counter) and memsw
+	// usage (usage + swap) are read along with it: read later, they lose
+	// nothing but time.
 	StatMaxAge time.Duration
 	// StatMoveRatio is the change of usage, relative to the usage at the last
 	// memory.stat read and at least 1 MiB, that makes it due again (default

@@ -35,8 +35,11 @@ func TestStatGating(t *testing.T) {
 	tests := []struct {
 		name   string
 		maxAge time.Duration
-		limit  string           // of the group, "" for none
-		alloc  cgtest.AllocSpec // run in the group; TotalMiB 0 for none
+		limit  string // of the group, "" for none
+		// nearLimit sets the limit once the allocator holds its memory, so
+		// that usage is this fraction of it (whatever the binary's overhead).
+		nearLimit float64
+		alloc     cgtest.AllocSpec // run in the group; TotalMiB 0 for none
 		// before runs between the first sweep and each of the next ones.
 		before func(t *testing.T, c *Collector, g *cgtest.Group, out allocOut, now time.Time, snap *collectors.Snapshot)
 		// wantAges are the stat ages of the sweeps at t0+1s, t0+2s, ...
@@ -47,7 +50,7 @@ func TestStatGating(t *testing.T) {
 		{name: "quiet cgroup holding 40 MiB without a limit reuses it", maxAge: maxAge,
 			alloc:    cgtest.AllocSpec{TotalMiB: 40, StepMiB: 40, Interval: time.Millisecond},
 			wantAges: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}},
-		{name: "near its limit: every sweep", maxAge: maxAge, limit: "64M",
+		{name: "near its limit: every sweep", maxAge: maxAge, nearLimit: 0.7,
 			alloc:    cgtest.AllocSpec{TotalMiB: 40, StepMiB: 40, Interval: time.Millisecond},
 			wantAges: []time.Duration{0, 0, 0}},
 		{name: "far from its limit reuses it", maxAge: maxAge, limit: "1G",
@@ -94,6 +97,13 @@ func TestStatGating(t *testing.T) {
 					out.next(t)
 				}
 			}
+			if tt.nearLimit > 0 {
+				usage := float64(g.ReadUint(t, "memory", "memory.usage_in_bytes"))
+				if g.Version == 2 {
+					usage = float64(g.ReadUint(t, "", "memory.current"))
+				}
+				setLimit(t, g, strconv.FormatUint(uint64(usage/tt.nearLimit), 10))
+			}
 			c := newCollector(t, g, Options{StatMaxAge: tt.maxAge})
 			memsw := g.Version == 1 && exists(filepath.Join(g.Dir("memory"), "memory.memsw.usage_in_bytes"))
 			t0 := time.Now()
@@ -113,6 +123,9 @@ func TestStatGating(t *testing.T) {
 				// The sample always carries a memory.stat, fresh or not.
 				if tt.alloc.TotalMiB > 0 && s.Stat.Anon == 0 {
 					t.Errorf("sweep at t0+%ds: Stat.Anon 0 with %d MiB held", i+1, tt.alloc.TotalMiB)
+				}
+				if tt.alloc.TotalMiB > 0 && s.Memory.PeakBytes < s.Memory.UsageBytes {
+					t.Errorf("sweep at t0+%ds: PeakBytes %d below usage %d", i+1, s.Memory.PeakBytes, s.Memory.UsageBytes)
 				}
 				// So does v1's memsw usage (usage + swap), read with it.
 				if memsw && s.Memory.MemswUsageBytes < s.Memory.UsageBytes/2 {

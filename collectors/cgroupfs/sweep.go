@@ -232,29 +232,26 @@ func (c *Collector) readChunk(r *reader, list []*cgroup, out []collectors.Cgroup
 			gateReuse
 		)
 		gate := gateUnknown
+		statRead := false
 		for f, name := range files {
 			if name == "" || isCold(fileID(f)) {
 				continue
 			}
-			// memory.stat (and v1 memsw usage, usage + swap) come after
-			// the usage file: they are read when due given the usage.
+			// The gated files come after the usage file: they are read
+			// when due given the usage (see Options.StatMaxAge).
 			isStat := fileID(f) == fStat && cg.fds[f] >= 0
-			if (isStat || fileID(f) == fMemswUsage) && gate == gateUnknown {
+			if isGated(fileID(f)) && gate == gateUnknown {
 				gate = gateReuse
 				if c.stat.due(&cg.stat, s.Memory.UsageBytes, cg.effLimit, now, forceLimits) {
 					gate = gateRead
 				}
 			}
-			if gate == gateReuse {
-				switch fileID(f) {
-				case fMemswUsage:
-					s.Memory.MemswUsageBytes = cg.stat.memswUsage
-					continue
-				case fStat:
-					s.Stat = cg.stat.stat
+			if gate == gateReuse && isGated(fileID(f)) {
+				cg.stat.load(fileID(f), s)
+				if isStat {
 					c.statSkip.Add(1)
-					continue
 				}
+				continue
 			}
 			b, err := r.file(cg, fileID(f))
 			if err != nil {
@@ -263,11 +260,12 @@ func (c *Collector) readChunk(r *reader, list []*cgroup, out []collectors.Cgroup
 			}
 			if b != nil {
 				r.parsed(cg, fileID(f), c.ver.fill(fileID(f), b, s))
-				if isStat {
-					c.stat.read(&cg.stat, s, now, cg.seq)
-					c.statRead.Add(1)
-				}
+				statRead = statRead || isStat
 			}
+		}
+		if statRead && !cg.vanished {
+			c.stat.read(&cg.stat, s, now, cg.seq)
+			c.statRead.Add(1)
 		}
 		if !cg.vanished {
 			r.limits(cg, s, now, forceLimits)
