@@ -5,12 +5,14 @@ import (
 	"os/exec"
 	"regexp"
 	"testing"
+
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // TestAlertRules checks alerts.yaml with promtool and runs its unit tests
 // (alerts_test.yaml).
 func TestAlertRules(t *testing.T) {
-	promtool := requireTool(t, "promtool", "prometheus")
+	promtool := testenv.RequireTool(t, "promtool", "prometheus")
 	for _, args := range [][]string{
 		{"check", "rules", "alerts.yaml"},
 		{"test", "rules", "alerts_test.yaml"},

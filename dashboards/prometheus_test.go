@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigil-agent/vigil/test/cgtest"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // grafanaVars resolves what Grafana substitutes before it sends a query, as
@@ -71,7 +72,7 @@ func TestPanelQueriesReturnData(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts vigil and Prometheus for ~30 s")
 	}
-	requireTool(t, "prometheus", "prometheus")
+	testenv.RequireTool(t, "prometheus", "prometheus")
 	vigil := buildVigil(t)
 
 	// The subject: a cgroup with a limit and memory in it, so that limit,
@@ -87,9 +88,9 @@ func TestPanelQueriesReturnData(t *testing.T) {
 	// vigil runs in a sibling cgroup: safety refuses to act on the agent's
 	// own cgroup and its descendants.
 	agentGroup := cgtest.New(t, "memory")
-	addr := freeAddr(t)
-	startProcess(t, "vigil", agentGroup.Command(vigil, "run", "--listen", addr, "--config", testConfig(t, g.Path())))
-	waitHTTP(t, "http://"+addr+"/metrics", 30*time.Second)
+	addr := testenv.FreeAddr(t)
+	testenv.StartProcess(t, "vigil", agentGroup.Command(vigil, "run", "--listen", addr, "--config", testConfig(t, g.Path())))
+	testenv.WaitHTTP(t, "http://"+addr+"/metrics", 30*time.Second)
 
 	begin := time.Now()
 	prom := startPrometheus(t, addr)

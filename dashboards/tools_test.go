@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,92 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-agent/vigil/test/testenv"
 )
-
-// requireTool returns the path of a Debian-packaged binary the test needs.
-// Without it the test skips on a developer machine and fails in CI (CI=true),
-// where .ci/run installs it.
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	msg := fmt.Sprintf("%s not found in PATH: apt-get install -y %s", name, pkg)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// freeAddr returns a loopback address with a port nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
-// startProcess starts cmd with its output in a file of the test's temp dir
-// (shown on failure) and kills it at cleanup.
-func startProcess(t *testing.T, name string, cmd *exec.Cmd) (logPath string) {
-	t.Helper()
-	logPath = filepath.Join(t.TempDir(), name+".log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-		logFile.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("%s output (last 4 KiB):\n%s", name, tail(b, 4096))
-		}
-	})
-	return logPath
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
-}
-
-// waitHTTP polls url until it answers 200 or the deadline passes.
-func waitHTTP(t *testing.T, url string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after %s (last error %v)", url, within, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 // promServer is a real Prometheus started by the test.
 type promServer struct {
@@ -110,7 +26,7 @@ type promServer struct {
 // scraping targets (host:port, may be empty) every second as job "vigil".
 func startPrometheus(t *testing.T, targets ...string) *promServer {
 	t.Helper()
-	bin := requireTool(t, "prometheus", "prometheus")
+	bin := testenv.RequireTool(t, "prometheus", "prometheus")
 	dir := t.TempDir()
 	quoted := make([]string, len(targets))
 	for i, tg := range targets {
@@ -129,16 +45,16 @@ scrape_configs:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(bin,
 		"--config.file="+cfgPath,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr,
 		"--log.level=warn",
 	)
-	startProcess(t, "prometheus", cmd)
+	testenv.StartProcess(t, "prometheus", cmd)
 	p := &promServer{base: "http://" + addr}
-	waitHTTP(t, p.base+"/-/ready", 30*time.Second)
+	testenv.WaitHTTP(t, p.base+"/-/ready", 30*time.Second)
 	return p
 }
 

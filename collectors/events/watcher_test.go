@@ -14,6 +14,7 @@ import (
 	"github.com/vigil-agent/vigil/collectors/events"
 	"github.com/vigil-agent/vigil/collectors/events/eventstest"
 	"github.com/vigil-agent/vigil/test/cgtest"
+	"github.com/vigil-agent/vigil/test/testenv"
 	vmtest "github.com/vigil-agent/vigil/test/vm"
 )
 
@@ -61,17 +62,6 @@ func waitEvent(t *testing.T, w *events.Watcher, kind, path string, timeout time.
 		case <-deadline:
 			t.Fatalf("no %s event for %s within %v (stats %+v)", kind, path, timeout, w.Stats())
 		}
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -202,7 +192,7 @@ func TestNoFDLeak(t *testing.T) {
 		if err := os.Remove(g.Dir("memory")); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "watches of the removed cgroup dropped", func() bool { return w.Stats().Registrations == 0 })
+		testenv.Eventually(t, 10*time.Second, "watches of the removed cgroup dropped", func() bool { return w.Stats().Registrations == 0 })
 		if got := w.Stats().Removed - removedBefore; got != 2 {
 			t.Errorf("Removed grew by %d, want 2", got)
 		}
@@ -285,12 +275,12 @@ func TestSlowConsumerCoalesces(t *testing.T) {
 	for round := 0; round < 3; round++ {
 		cmd := g.Allocator(cgtest.AllocSpec{TotalMiB: 48, StepMiB: 1, Hold: time.Minute})
 		cgtest.Start(t, cmd)
-		waitFor(t, "allocator above 40 MiB", func() bool { return g.ReadUint(t, "memory", "memory.usage_in_bytes") > 44<<20 })
+		testenv.Eventually(t, 10*time.Second, "allocator above 40 MiB", func() bool { return g.ReadUint(t, "memory", "memory.usage_in_bytes") > 44<<20 })
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}
 	var s events.Stats
-	waitFor(t, "events counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "events counted", func() bool {
 		s = w.Stats()
 		return s.Events[collectors.EventThreshold] > 256
 	})
@@ -373,7 +363,7 @@ func TestV2MemoryEvents(t *testing.T) {
 	if err := os.Remove(g.Dir("")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "memory.events watch dropped after rmdir", func() bool { return w.Stats().Registrations == 0 })
+	testenv.Eventually(t, 10*time.Second, "memory.events watch dropped after rmdir", func() bool { return w.Stats().Registrations == 0 })
 	if got := w.Stats().Removed - removedBefore; got != 1 {
 		t.Errorf("Removed grew by %d, want 1", got)
 	}
@@ -410,11 +400,11 @@ func TestV2PressureTrigger(t *testing.T) {
 
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
-	waitFor(t, "group empty", func() bool { return len(g.Procs(t)) == 0 })
+	testenv.Eventually(t, 10*time.Second, "group empty", func() bool { return len(g.Procs(t)) == 0 })
 	if err := os.Remove(g.Dir("")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "PSI watch dropped after rmdir", func() bool { return w.Stats().Registrations == 0 })
+	testenv.Eventually(t, 10*time.Second, "PSI watch dropped after rmdir", func() bool { return w.Stats().Registrations == 0 })
 	if got := countFDs(t); got != before {
 		t.Errorf("fds after rmdir = %d, want %d", got, before)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/identity"
 	"github.com/vigil-agent/vigil/test/k8snode"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 const (
@@ -74,17 +75,6 @@ func startEnricher(t *testing.T, cs kubernetes.Interface, cfg Config) (*Enricher
 	return e, reg
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestEnricherAgainstAPIServer(t *testing.T) {
 	api := k8snode.StartAPI(t)
 	cs := api.Client
@@ -110,7 +100,7 @@ func TestEnricherAgainstAPIServer(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("informer did not sync")
 	}
-	waitFor(t, "ready", e.Ready)
+	testenv.Eventually(t, 20*time.Second, "ready", e.Ready)
 	if got := testutil.ToFloat64(e.apiUp); got != 1 {
 		t.Errorf("vigil_kubernetes_api_up = %v, want 1", got)
 	}
@@ -158,7 +148,7 @@ func TestEnricherAgainstAPIServer(t *testing.T) {
 	if err := cs.CoreV1().Pods("shop").Delete(context.Background(), "db-0", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "db-0 forgotten", func() bool {
+	testenv.Eventually(t, 20*time.Second, "db-0 forgotten", func() bool {
 		id := collectors.Identity{PodUID: string(db.UID)}
 		e.Enrich(&id)
 		return id.Pod == ""
@@ -183,7 +173,7 @@ func TestEnricherDegradesWhenAPIUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ := startEnricher(t, cs, Config{NodeName: thisNode, ProbeInterval: 100 * time.Millisecond})
-	waitFor(t, "a probe failure", func() bool { return strings.Contains(e.Reason(), "127.0.0.1:1") })
+	testenv.Eventually(t, 20*time.Second, "a probe failure", func() bool { return strings.Contains(e.Reason(), "127.0.0.1:1") })
 	if e.Ready() {
 		t.Error("Ready() = true with no API server")
 	}

@@ -2,12 +2,10 @@ package webhook
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,36 +17,10 @@ import (
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/rules"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/ with payloads captured from the real Alertmanager")
-
-// requireTool returns the path of a Debian-packaged binary the test needs:
-// skip on a developer machine without it, fail in CI (CI=true).
-func requireTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	msg := fmt.Sprintf("%s not found in PATH: apt-get install -y %s", name, pkg)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
 
 // bodyRecorder keeps every request body that reached the handler.
 type bodyRecorder struct {
@@ -134,7 +106,7 @@ receivers:
 	}
 
 	post(time.Now().Add(time.Hour))
-	waitFor(t, 30*time.Second, "both alerts firing in the store", func() bool {
+	testenv.Eventually(t, 30*time.Second, "both alerts firing in the store", func() bool {
 		return countStatus(store.Active(time.Now()), "firing") == 2
 	})
 	byName := map[string]collectors.Alert{}
@@ -151,7 +123,7 @@ receivers:
 	}
 
 	post(time.Now().Add(-time.Second))
-	waitFor(t, 30*time.Second, "both alerts resolved in the store", func() bool {
+	testenv.Eventually(t, 30*time.Second, "both alerts resolved in the store", func() bool {
 		return countStatus(store.Active(time.Now()), "resolved") == 2
 	})
 
@@ -211,19 +183,6 @@ func sameAlerts(a, b []collectors.Alert) bool {
 	return bytes.Equal(ja, jb)
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 func postJSON(t *testing.T, url string, body []byte, headers map[string]string) inboundReply {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
@@ -250,41 +209,22 @@ func postJSON(t *testing.T, url string, body []byte, headers map[string]string) 
 // returns its base URL.
 func startAlertmanager(t *testing.T, cfg string) string {
 	t.Helper()
-	bin := requireTool(t, "prometheus-alertmanager", "prometheus-alertmanager")
+	bin := testenv.RequireTool(t, "prometheus-alertmanager", "prometheus-alertmanager")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "alertmanager.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	amAddr := freeAddr(t)
-	var amLog bytes.Buffer
-	cmd := exec.Command(bin,
+	amAddr := testenv.FreeAddr(t)
+	testenv.StartProcess(t, "alertmanager", exec.Command(bin,
 		"--config.file="+cfgPath,
 		"--storage.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+amAddr,
 		"--cluster.listen-address=", // no gossip port
 		"--log.level=warn",
-	)
-	cmd.Stdout, cmd.Stderr = &amLog, &amLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("alertmanager output:\n%s", amLog.String())
-		}
-	})
+	))
 	amURL := "http://" + amAddr
-	waitFor(t, 30*time.Second, "alertmanager ready", func() bool {
-		resp, err := http.Get(amURL + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	testenv.WaitHTTP(t, amURL+"/-/ready", 30*time.Second)
 	return amURL
 }
 
@@ -334,7 +274,7 @@ receivers:
 		}
 		return out
 	}
-	waitFor(t, 20*time.Second, "both alerts active in Alertmanager", func() bool {
+	testenv.Eventually(t, 20*time.Second, "both alerts active in Alertmanager", func() bool {
 		got := active()
 		return got["VigilRemediation"].Annotations["step"] != "" && got["VigilOOMMissed"].Labels != nil
 	})
@@ -355,7 +295,7 @@ receivers:
 	if _, err := s.Enqueue(outcome); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the outcome to resolve the remediation alert", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the outcome to resolve the remediation alert", func() bool {
 		_, still := active()["VigilRemediation"]
 		return !still
 	})

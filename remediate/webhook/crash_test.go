@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // enqueuerEnv makes the re-executed test binary enqueue events into the
@@ -85,12 +87,12 @@ func TestSenderSurvivesKill9(t *testing.T) {
 	secret := []byte("crash-secret-0123456")
 	r := newReceiver(t, secret)
 	s, _ := startSender(t, crashConfig(path, r.srv.URL))
-	waitFor(t, 30*time.Second, "every acknowledged event", func() bool { return len(dedupe(r.received())) >= len(acked) })
+	testenv.Eventually(t, 30*time.Second, "every acknowledged event", func() bool { return len(dedupe(r.received())) >= len(acked) })
 	got := dedupe(r.received())
 	if !slices.Equal(got[:len(acked)], acked) {
 		t.Errorf("delivered after kill -9 (first %d):\ngot  %v\nwant %v", len(acked), got[:len(acked)], acked)
 	}
-	waitFor(t, 30*time.Second, "the outbox to drain", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the outbox to drain", func() bool {
 		p, err := s.Pending()
 		return err == nil && p["r"] == 0
 	})

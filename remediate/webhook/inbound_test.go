@@ -17,7 +17,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 func readSeed(t testing.TB, name string) []byte {
@@ -313,7 +315,7 @@ func FuzzParseAlertmanager(f *testing.F) {
 // TestMetricsPassPromtool: the webhook metrics, as exposed, pass
 // `promtool check metrics`.
 func TestMetricsPassPromtool(t *testing.T) {
-	promtool := requireTool(t, "promtool", "prometheus")
+	promtool := testenv.RequireTool(t, "promtool", "prometheus")
 	s, _ := startSender(t, SenderConfig{
 		OutboxPath: filepath.Join(t.TempDir(), "outbox.db"),
 		Endpoints:  []Endpoint{{Name: "a", URL: "http://127.0.0.1:1/x", Secret: []byte("0123456789abcdef")}},

@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vigil-agent/vigil/rules"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // receiver is a webhook receiver that can be down (503) and records every
@@ -150,8 +152,8 @@ func TestSenderDeliversAfterOutage(t *testing.T) {
 			wantB = append(wantB, ev.ID)
 		}
 	}
-	waitFor(t, 20*time.Second, "receiver a to get every event", func() bool { return len(dedupe(a.received())) == len(wantA) })
-	waitFor(t, 20*time.Second, "receiver b to refuse a few retries", func() bool {
+	testenv.Eventually(t, 20*time.Second, "receiver a to get every event", func() bool { return len(dedupe(a.received())) == len(wantA) })
+	testenv.Eventually(t, 20*time.Second, "receiver b to refuse a few retries", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return b.refused >= 3
@@ -160,7 +162,7 @@ func TestSenderDeliversAfterOutage(t *testing.T) {
 		t.Fatalf("receiver b got %d events while down", len(got))
 	}
 	b.down.Store(false)
-	waitFor(t, 20*time.Second, "receiver b to get every event after the outage", func() bool { return len(dedupe(b.received())) == len(wantB) })
+	testenv.Eventually(t, 20*time.Second, "receiver b to get every event after the outage", func() bool { return len(dedupe(b.received())) == len(wantB) })
 
 	for _, tt := range []struct {
 		name string
@@ -245,7 +247,7 @@ func TestSenderSurvivesRestart(t *testing.T) {
 		}
 		want = append(want, ev.ID)
 	}
-	waitFor(t, 10*time.Second, "a few failed attempts", func() bool {
+	testenv.Eventually(t, 10*time.Second, "a few failed attempts", func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.refused >= 2
@@ -265,7 +267,7 @@ func TestSenderSurvivesRestart(t *testing.T) {
 		want = append(want, ev.ID)
 	}
 	r.down.Store(false)
-	waitFor(t, 20*time.Second, "every event after the restart", func() bool { return len(dedupe(r.received())) == len(want) })
+	testenv.Eventually(t, 20*time.Second, "every event after the restart", func() bool { return len(dedupe(r.received())) == len(want) })
 	if got := dedupe(r.received()); !slices.Equal(got, want) {
 		t.Errorf("order across restart:\ngot  %v\nwant %v", got, want)
 	}
@@ -306,7 +308,7 @@ func TestSenderDeadLetters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the event behind the poison one", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the event behind the poison one", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) == 1

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vigil-agent/vigil/test/cgtest"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // stepAllocEnv turns a re-executed test binary into a step allocator: it
@@ -98,7 +99,7 @@ func TestV2MemoryFiles(t *testing.T) {
 	RequireGuest(t)
 	g := cgtest.New(t)
 	cgtest.Start(t, g.Allocator(cgtest.AllocSpec{TotalMiB: 32, StepMiB: 8}))
-	waitFor(t, 30*time.Second, "memory.current >= 32 MiB", func() bool {
+	testenv.Eventually(t, 30*time.Second, "memory.current >= 32 MiB", func() bool {
 		return g.ReadUint(t, "", "memory.current") >= 32<<20
 	})
 
@@ -124,7 +125,7 @@ func TestV2MemoryFiles(t *testing.T) {
 	// memory.stat is flushed from per-CPU counters lazily (every 2 s at
 	// most), so it can lag memory.current for a moment.
 	var stat map[string]uint64
-	waitFor(t, 10*time.Second, "memory.stat anon >= 32 MiB", func() bool {
+	testenv.Eventually(t, 10*time.Second, "memory.stat anon >= 32 MiB", func() bool {
 		stat = keyed(t, g.Read(t, "", "memory.stat"))
 		return stat["anon"] >= 32<<20
 	})
@@ -201,7 +202,7 @@ func TestV2OOMKillAtMemoryMax(t *testing.T) {
 	if peak := g.ReadUint(t, "", "memory.peak"); peak > 65<<20 || peak < 48<<20 { // charges may overshoot by a page or so
 		t.Errorf("memory.peak = %d, want close to the 64 MiB limit", peak)
 	}
-	waitFor(t, 10*time.Second, "cgroup.events populated 0", func() bool {
+	testenv.Eventually(t, 10*time.Second, "cgroup.events populated 0", func() bool {
 		return keyed(t, g.Read(t, "", "cgroup.events"))["populated"] == 0
 	})
 }
@@ -270,7 +271,7 @@ func TestV2CgroupKill(t *testing.T) {
 	// Each child: two sleeps, the shell and its sleep. A process still on its
 	// way in when cgroup.kill is written would survive it.
 	for _, c := range children {
-		waitFor(t, 10*time.Second, c.Path()+" has 4 processes", func() bool { return len(c.Procs(t)) == 4 })
+		testenv.Eventually(t, 10*time.Second, c.Path()+" has 4 processes", func() bool { return len(c.Procs(t)) == 4 })
 	}
 
 	g.Write(t, "", "cgroup.kill", "1")
@@ -281,7 +282,7 @@ func TestV2CgroupKill(t *testing.T) {
 			t.Errorf("%v: wait = %v, want killed by SIGKILL", cmd.Args, err)
 		}
 	}
-	waitFor(t, 10*time.Second, "cgroup.events populated 0", func() bool {
+	testenv.Eventually(t, 10*time.Second, "cgroup.events populated 0", func() bool {
 		return keyed(t, g.Read(t, "", "cgroup.events"))["populated"] == 0
 	})
 }
@@ -299,10 +300,10 @@ func TestV2CgroupFreeze(t *testing.T) {
 		return strings.TrimSpace(string(b))
 	}
 	ticks := func() int { n, _ := strconv.Atoi(read()); return n }
-	waitFor(t, 10*time.Second, "ticker running", func() bool { return ticks() > 3 })
+	testenv.Eventually(t, 10*time.Second, "ticker running", func() bool { return ticks() > 3 })
 
 	g.Write(t, "", "cgroup.freeze", "1")
-	waitFor(t, 10*time.Second, "cgroup.events frozen 1", func() bool {
+	testenv.Eventually(t, 10*time.Second, "cgroup.events frozen 1", func() bool {
 		return keyed(t, g.Read(t, "", "cgroup.events"))["frozen"] == 1
 	})
 	frozenAt := read()
@@ -315,11 +316,11 @@ func TestV2CgroupFreeze(t *testing.T) {
 	}
 
 	g.Write(t, "", "cgroup.freeze", "0")
-	waitFor(t, 10*time.Second, "cgroup.events frozen 0", func() bool {
+	testenv.Eventually(t, 10*time.Second, "cgroup.events frozen 0", func() bool {
 		return keyed(t, g.Read(t, "", "cgroup.events"))["frozen"] == 0
 	})
 	was, _ := strconv.Atoi(frozenAt)
-	waitFor(t, 10*time.Second, "ticker running again after thaw", func() bool { return ticks() > was+3 })
+	testenv.Eventually(t, 10*time.Second, "ticker running again after thaw", func() bool { return ticks() > was+3 })
 }
 
 func TestV2PidsMax(t *testing.T) {
@@ -329,7 +330,7 @@ func TestV2PidsMax(t *testing.T) {
 	// The shell and up to three sleeps fit; the other forks fail.
 	cmd := g.Command("/bin/sh", "-c", "for i in 1 2 3 4 5 6; do sleep 5 & done; wait")
 	cgtest.Start(t, cmd)
-	waitFor(t, 10*time.Second, "pids.events max >= 1", func() bool {
+	testenv.Eventually(t, 10*time.Second, "pids.events max >= 1", func() bool {
 		return keyed(t, g.Read(t, "", "pids.events"))["max"] >= 1
 	})
 	if n := g.ReadUint(t, "", "pids.current"); n > 4 {
@@ -436,15 +437,4 @@ func psiTotal(s, kind string) (uint64, error) {
 		return 0, fmt.Errorf("%q: no total=", line)
 	}
 	return 0, fmt.Errorf("no %q line in %q", kind, s)
-}
-
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
