@@ -577,7 +577,7 @@ func (x *Executor) runLadder(l *ladder) {
 		case errors.Is(err, ErrUnsupported):
 			// Not an error of the action: this cgroup version lacks the
 			// knob (memory.high, memory.reclaim on v1). Next step.
-			result, res.Detail, err = "skipped", err.Error(), nil
+			result, res.Detail, res.Skipped, err = "skipped", err.Error(), true, nil
 		case err != nil:
 			result = "error"
 		case dry:
