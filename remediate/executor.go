@@ -426,9 +426,9 @@ func (x *Executor) start(f *rules.Finding) {
 		return
 	}
 	var cg Cgroup
+	var loc Location
 	var err error
 	if !onNode {
-		var loc Location
 		loc, err = x.cfg.Resolver(f.Target)
 		if err == nil {
 			cg, err = OpenCgroup(loc)
@@ -439,6 +439,14 @@ func (x *Executor) start(f *rules.Finding) {
 		x.metrics.refused.WithLabelValues(RefusedNoCgroup).Inc()
 		x.episodeRecord(f, journal.KindRefusal, RefusedNoCgroup, "refused: "+err.Error())
 		return
+	}
+	if !onNode {
+		if below := protectedBelow(x.safety.protected(), f.Target, memoryDir(loc), x.knownIdentity); below != "" {
+			x.safety.done()
+			x.metrics.refused.WithLabelValues(RefusedProtectedBelow).Inc()
+			x.episodeRecord(f, journal.KindRefusal, RefusedProtectedBelow, "refused by safety: the protected cgroup "+below+" is inside the target")
+			return
+		}
 	}
 	rec, tr := x.newRecord(f, journal.KindRemediation)
 	l := &ladder{key: key, id: rec.ID, finding: *rec.Finding, cg: cg, tr: tr, resolved: make(chan struct{}),

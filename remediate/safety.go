@@ -14,6 +14,10 @@ import (
 const (
 	RefusedPaused        = "paused"
 	RefusedProtected     = "protected"
+	// RefusedProtectedBelow: the target holds a protected cgroup, which a
+	// freeze, a throttle, a kill or a signal to its largest process would
+	// hit too.
+	RefusedProtectedBelow = "protected_descendant"
 	RefusedSelf          = "vigil_itself"
 	RefusedNotOptedIn    = "not_opted_in"
 	RefusedOmitted       = "omitted"
@@ -44,7 +48,8 @@ type SafetyConfig struct {
 	DryRun bool `json:"dry_run" yaml:"dry_run"`
 	// OptIn lists the targets vigil may act on; anything else is refused.
 	OptIn []string `json:"opt_in" yaml:"opt_in"`
-	// Protected lists targets never touched, opted in or not.
+	// Protected lists targets never touched, opted in or not, directly or
+	// through an action on a cgroup that contains them.
 	Protected []string `json:"protected" yaml:"protected"`
 	// Omit lists targets skipped like protected ones (site policy rather than
 	// system safety); Prefer and Avoid order competing targets.
@@ -290,6 +295,13 @@ func (s *safety) sizes() (buckets, recent int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.targets), len(s.recent)
+}
+
+// protected is the protected target patterns in force.
+func (s *safety) protected() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.Protected
 }
 
 func (s *safety) done() {

@@ -30,10 +30,7 @@ func ownCgroup(res Resolver, pid int) string {
 		if err != nil {
 			return ""
 		}
-		if loc.Version == 2 {
-			return filepath.Join(loc.Root, loc.Paths[""])
-		}
-		return filepath.Join(loc.Root, "memory", loc.Paths["memory"])
+		return memoryDir(loc)
 	}
 	if listsPid(dir(rel), pid) {
 		return rel
@@ -115,4 +112,13 @@ func listsPid(dir string, pid int) bool {
 		}
 	}
 	return false
+}
+
+// memoryDir is the directory of loc's memory cgroup: the unified one on v2,
+// the memory controller's on v1.
+func memoryDir(loc Location) string {
+	if loc.Version == 2 {
+		return filepath.Join(loc.Root, loc.Paths[""])
+	}
+	return filepath.Join(loc.Root, "memory", loc.Paths["memory"])
 }
