@@ -12,21 +12,21 @@ import (
 // Refusal reasons, as journaled and as the reason label of
 // vigil_remediation_refused_total.
 const (
-	RefusedPaused        = "paused"
-	RefusedProtected     = "protected"
+	RefusedPaused    = "paused"
+	RefusedProtected = "protected"
 	// RefusedProtectedBelow: the target holds a protected cgroup, which a
 	// freeze, a throttle, a kill or a signal to its largest process would
 	// hit too.
 	RefusedProtectedBelow = "protected_descendant"
-	RefusedSelf          = "vigil_itself"
-	RefusedNotOptedIn    = "not_opted_in"
-	RefusedOmitted       = "omitted"
-	RefusedRateTarget    = "rate_limited_target"
-	RefusedRateNode      = "rate_limited_node"
-	RefusedMaxConcurrent = "max_concurrent"
-	RefusedBlastRadius   = "blast_radius"
-	RefusedNoCgroup      = "no_cgroup"
-	RefusedUnknownAction = "unknown_action"
+	RefusedSelf           = "vigil_itself"
+	RefusedNotOptedIn     = "not_opted_in"
+	RefusedOmitted        = "omitted"
+	RefusedRateTarget     = "rate_limited_target"
+	RefusedRateNode       = "rate_limited_node"
+	RefusedMaxConcurrent  = "max_concurrent"
+	RefusedBlastRadius    = "blast_radius"
+	RefusedNoCgroup       = "no_cgroup"
+	RefusedUnknownAction  = "unknown_action"
 )
 
 // Rate is a token bucket: Burst tokens, one more every Every.
