@@ -25,6 +25,7 @@ import (
 	"github.com/vigil-agent/vigil/remediate/journal"
 	"github.com/vigil-agent/vigil/rules"
 	"github.com/vigil-agent/vigil/test/cgtest"
+	"github.com/vigil-agent/vigil/test/testenv"
 	vmtest "github.com/vigil-agent/vigil/test/vm"
 )
 
@@ -110,18 +111,6 @@ func get(t testing.TB, url string) (int, []byte) {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	return resp.StatusCode, b
-}
-
-// eventually polls cond every 50ms for up to d.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // metricValue returns the value of the series whose line starts with
@@ -222,7 +211,7 @@ func testAgentOnRealHost(t *testing.T) {
 	base := "http://" + a.Addr()
 
 	t.Run("ready", func(t *testing.T) {
-		eventually(t, 10*time.Second, "/readyz 200", func() bool {
+		testenv.Eventually(t, 10*time.Second, "/readyz 200", func() bool {
 			code, _ := get(t, base+"/readyz")
 			return code == http.StatusOK
 		})
@@ -239,7 +228,7 @@ func testAgentOnRealHost(t *testing.T) {
 	// The group is watched before the allocator starts, so the kernel's
 	// threshold notification (v1) comes while it allocates.
 	label := `cgroup="` + g.Path() + `"`
-	eventually(t, 10*time.Second, "the test cgroup in /metrics with notifications registered", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the test cgroup in /metrics with notifications registered", func() bool {
 		_, body := get(t, base+"/metrics")
 		_, seen := metricValue(body, "vigil_cgroup_memory_working_set_bytes", label)
 		watched, _ := metricValue(body, "vigil_event_watched_cgroups", "")
@@ -250,7 +239,7 @@ func testAgentOnRealHost(t *testing.T) {
 
 	t.Run("metrics", func(t *testing.T) {
 		var body []byte
-		eventually(t, 15*time.Second, "working set >= 40 MiB in /metrics", func() bool {
+		testenv.Eventually(t, 15*time.Second, "working set >= 40 MiB in /metrics", func() bool {
 			_, body = get(t, base+"/metrics")
 			v, _ := metricValue(body, "vigil_cgroup_memory_working_set_bytes", label)
 			return v >= 40<<20
@@ -273,14 +262,14 @@ func testAgentOnRealHost(t *testing.T) {
 
 	if g.Version == 1 {
 		t.Run("threshold event wakes an off-cycle snapshot", func(t *testing.T) {
-			eventually(t, 15*time.Second, "a threshold event and an off-cycle snapshot", func() bool {
+			testenv.Eventually(t, 15*time.Second, "a threshold event and an off-cycle snapshot", func() bool {
 				_, body := get(t, base+"/metrics")
 				ev, _ := metricValue(body, "vigil_events_received_total", `kind="threshold"`)
 				off, _ := metricValue(body, "vigil_offcycle_snapshots_total", "")
 				return ev >= 1 && off >= 1
 			})
 			// The partial snapshot the event woke held the test cgroup.
-			eventually(t, 5*time.Second, "a partial snapshot of the test cgroup after its threshold event", func() bool {
+			testenv.Eventually(t, 5*time.Second, "a partial snapshot of the test cgroup after its threshold event", func() bool {
 				_, ok := testExtension.offCycle.Load(collectors.EventThreshold + " " + g.Path())
 				return ok
 			})
@@ -290,11 +279,11 @@ func testAgentOnRealHost(t *testing.T) {
 	t.Run("notifications follow cgroups that come and go", func(t *testing.T) {
 		g2 := cgtest.New(t)
 		setLimit(t, g2, strconv.Itoa(64<<20))
-		eventually(t, 10*time.Second, "the new limited cgroup to be watched", func() bool { return isWatched(a, g2.Path()) })
+		testenv.Eventually(t, 10*time.Second, "the new limited cgroup to be watched", func() bool { return isWatched(a, g2.Path()) })
 		if err := os.Remove(g2.Dir("memory")); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "the removed cgroup's watches to be dropped", func() bool { return !isWatched(a, g2.Path()) })
+		testenv.Eventually(t, 10*time.Second, "the removed cgroup's watches to be dropped", func() bool { return !isWatched(a, g2.Path()) })
 	})
 
 	t.Run("api snapshot", func(t *testing.T) {
@@ -347,7 +336,7 @@ func testAgentOnRealHost(t *testing.T) {
 		var list struct {
 			Remediations []journal.Record `json:"remediations"`
 		}
-		eventually(t, 15*time.Second, "a journaled record of test-working-set", func() bool {
+		testenv.Eventually(t, 15*time.Second, "a journaled record of test-working-set", func() bool {
 			code, body := get(t, base+"/api/v1/remediations?rule=test-working-set")
 			if code != http.StatusOK {
 				t.Fatalf("/api/v1/remediations = %d %s", code, body)
@@ -396,12 +385,12 @@ func testAgentOnRealHost(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(rulesDir, "extra.yaml"), []byte(extra), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "the new rule file to be loaded", func() bool { return loaded() == before+1 })
+		testenv.Eventually(t, 10*time.Second, "the new rule file to be loaded", func() bool { return loaded() == before+1 })
 		// A broken file is rejected and the rules keep running.
 		if err := os.WriteFile(filepath.Join(rulesDir, "extra.yaml"), []byte("rules:\n- name: test-extra\n  condition: nope > 1\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "the broken rule file to be rejected", func() bool {
+		testenv.Eventually(t, 10*time.Second, "the broken rule file to be rejected", func() bool {
 			_, body := get(t, base+"/metrics")
 			v, _ := metricValue(body, "vigil_rules_reload_success", "")
 			return v == 0
@@ -412,7 +401,7 @@ func testAgentOnRealHost(t *testing.T) {
 		if err := os.Remove(filepath.Join(rulesDir, "extra.yaml")); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "the removed rule file to be unloaded", func() bool { return loaded() == before })
+		testenv.Eventually(t, 10*time.Second, "the removed rule file to be unloaded", func() bool { return loaded() == before })
 	})
 
 	t.Run("reload", func(t *testing.T) {
@@ -422,7 +411,7 @@ func testAgentOnRealHost(t *testing.T) {
 			t.Fatal(err)
 		}
 		a.Reload()
-		eventually(t, 5*time.Second, "the bad config to be rejected", func() bool {
+		testenv.Eventually(t, 5*time.Second, "the bad config to be rejected", func() bool {
 			_, body := get(t, base+"/metrics")
 			v, _ := metricValue(body, "vigil_config_last_reload_successful", "")
 			return v == 0
@@ -434,7 +423,7 @@ func testAgentOnRealHost(t *testing.T) {
 			t.Fatal(err)
 		}
 		a.Reload()
-		eventually(t, 5*time.Second, "the good config to be applied", func() bool {
+		testenv.Eventually(t, 5*time.Second, "the good config to be applied", func() bool {
 			return a.Config().Tick == 150*time.Millisecond
 		})
 		_, body := get(t, base+"/metrics")
@@ -463,13 +452,7 @@ func isWatched(a *Agent, path string) bool {
 // promtool the check is skipped, except in CI (CI=true), where it fails.
 func checkPromtool(t *testing.T, body []byte) {
 	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("promtool not found (install the Debian prometheus package): %v", err)
-		}
-		t.Skip("promtool not found: apt-get install prometheus to run this check")
-	}
+	path := testenv.RequireTool(t, "promtool", "prometheus")
 	cmd := exec.Command(path, "check", "metrics")
 	cmd.Stdin = strings.NewReader(string(body))
 	out, err := cmd.CombinedOutput()
@@ -513,7 +496,7 @@ func TestRuleStateSurvivesRestart(t *testing.T) {
 	go func() { done <- a1.Run(ctx) }()
 	<-a1.Started()
 	var first rules.TargetState
-	eventually(t, 10*time.Second, "the rule to fire", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the rule to fire", func() bool {
 		var ok bool
 		first, ok = firing(a1)
 		return ok

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/vigil-agent/vigil/rules"
 	"github.com/vigil-agent/vigil/rules/builtin"
 	"github.com/vigil-agent/vigil/test/cgtest"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // runCmd runs a registered command in-process.
@@ -300,24 +300,12 @@ func TestRecordCommand(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // TestRunCommandReloadsOnSIGHUP runs `vigil run` in-process with a config
 // file, sends the process SIGHUP with a broken and then a good file, and
 // checks the broken one is rejected while the agent keeps serving.
 func TestRunCommandReloadsOnSIGHUP(t *testing.T) {
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	file := filepath.Join(dir, "vigil.yaml")
 	good := "tick: 200ms\ndiscovery_interval: 1s\nself:\n  oom_score_adj: 0\nremediation:\n  journal:\n    path: " + filepath.Join(dir, "journal.db") + "\n"
 	if err := os.WriteFile(file, []byte(good), 0o644); err != nil {
@@ -341,7 +329,7 @@ func TestRunCommandReloadsOnSIGHUP(t *testing.T) {
 		}
 	})
 	base := "http://" + addr
-	eventually(t, 10*time.Second, "vigil run to be ready", func() bool {
+	testenv.Eventually(t, 10*time.Second, "vigil run to be ready", func() bool {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false
@@ -361,7 +349,7 @@ func TestRunCommandReloadsOnSIGHUP(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the broken config to be rejected", func() bool { return reloadOK() == 0 })
+	testenv.Eventually(t, 5*time.Second, "the broken config to be rejected", func() bool { return reloadOK() == 0 })
 	if !strings.Contains(stderr.String(), `unknown field \"tick_rate\"`) {
 		t.Errorf("log does not name the bad field:\n%s", stderr.String())
 	}
@@ -375,7 +363,7 @@ func TestRunCommandReloadsOnSIGHUP(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the good config to be applied", func() bool { return reloadOK() == 1 })
+	testenv.Eventually(t, 5*time.Second, "the good config to be applied", func() bool { return reloadOK() == 1 })
 	if !strings.Contains(stderr.String(), "config reloaded") || !strings.Contains(stderr.String(), "tick=300ms") {
 		t.Errorf("log does not show the reload:\n%s", stderr.String())
 	}

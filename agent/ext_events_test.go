@@ -20,6 +20,7 @@ import (
 	"github.com/vigil-agent/vigil/remediate/webhook"
 	"github.com/vigil-agent/vigil/test/cgtest"
 	"github.com/vigil-agent/vigil/test/otelcol"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // receiver is an outbound webhook receiver that checks every signature.
@@ -103,7 +104,7 @@ func TestRemediationEventsReachReceivers(t *testing.T) {
 	cgtest.Start(t, g.Allocator(cgtest.AllocSpec{TotalMiB: 48, StepMiB: 8, Interval: 20 * time.Millisecond}))
 
 	var events []webhook.Event
-	eventually(t, 40*time.Second, "started, step and outcome events at the receiver", func() bool {
+	testenv.Eventually(t, 40*time.Second, "started, step and outcome events at the receiver", func() bool {
 		all, _ := recv.snapshot()
 		events = events[:0]
 		for _, e := range all { // other tests on the host OOM too (oom.missed)

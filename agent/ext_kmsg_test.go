@@ -15,6 +15,7 @@ import (
 	"github.com/vigil-agent/vigil/remediate/webhook"
 	"github.com/vigil-agent/vigil/test/cgtest"
 	"github.com/vigil-agent/vigil/test/otelcol"
+	"github.com/vigil-agent/vigil/test/testenv"
 	vmtest "github.com/vigil-agent/vigil/test/vm"
 )
 
@@ -63,7 +64,7 @@ func testKernelOOMKillFromKmsg(t *testing.T, collector bool) {
 	base := "http://" + a.Addr()
 	label := `cgroup="` + g.Path() + `"`
 	tracked := false
-	eventually(t, 10*time.Second, "the kmsg reader running", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the kmsg reader running", func() bool {
 		_, body := get(t, base+"/metrics")
 		_, ok := metricValue(body, "vigil_kmsg_records_total", "")
 		_, tracked = metricValue(body, "vigil_cgroup_memory_usage_bytes", label)
@@ -76,7 +77,7 @@ func testKernelOOMKillFromKmsg(t *testing.T, collector bool) {
 	pid := cmd.Process.Pid
 
 	var rec *journal.Record
-	eventually(t, 20*time.Second, "a miss of the test cgroup with the kernel's report", func() bool {
+	testenv.Eventually(t, 20*time.Second, "a miss of the test cgroup with the kernel's report", func() bool {
 		recs, err := a.pipeline.journal.List(journal.Filter{Kind: journal.KindOOMMiss, Target: g.Path()})
 		if err != nil || len(recs) == 0 {
 			return false
@@ -101,7 +102,7 @@ func testKernelOOMKillFromKmsg(t *testing.T, collector bool) {
 		t.Errorf("miss records of %s = %d (%v), want 1", g.Path(), len(recs), err)
 	}
 
-	eventually(t, 15*time.Second, "an oom.missed event naming the killed pid", func() bool {
+	testenv.Eventually(t, 15*time.Second, "an oom.missed event naming the killed pid", func() bool {
 		evs, _ := recv.snapshot()
 		for _, e := range evs {
 			if e.Type == webhook.EventOOMMissed && e.Target.Path == g.Path() && strings.Contains(e.Message, "pid "+strconv.Itoa(pid)) {
@@ -129,7 +130,7 @@ func testKernelOOMKillFromKmsg(t *testing.T, collector bool) {
 		t.Logf("%s is not tracked (the host holds more cgroups than max_cgroups): signal not checked", g.Path())
 		return
 	}
-	eventually(t, 10*time.Second, "kernel_oom_kills = 1 for the test cgroup", func() bool {
+	testenv.Eventually(t, 10*time.Second, "kernel_oom_kills = 1 for the test cgroup", func() bool {
 		_, body := get(t, base+"/metrics")
 		v, _ := metricValue(body, "vigil_cgroup_kernel_oom_kills_total", label)
 		return v == 1
@@ -155,7 +156,7 @@ func TestKmsgUnreadableDegrades(t *testing.T) {
 	a := startAgent(t, Options{Config: cfg})
 	base := "http://" + a.Addr()
 	var st readyStatus
-	eventually(t, 10*time.Second, "ready, degraded by kmsg", func() bool {
+	testenv.Eventually(t, 10*time.Second, "ready, degraded by kmsg", func() bool {
 		_, body := get(t, base+"/readyz?format=json")
 		st = readyStatus{}
 		_ = json.Unmarshal(body, &st)

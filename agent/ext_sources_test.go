@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -29,20 +28,9 @@ import (
 	"github.com/vigil-agent/vigil/rules"
 	"github.com/vigil-agent/vigil/test/cgtest"
 	"github.com/vigil-agent/vigil/test/otelcol"
+	"github.com/vigil-agent/vigil/test/testenv"
 	vmtest "github.com/vigil-agent/vigil/test/vm"
 )
-
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // sendSpans exports server spans through the OpenTelemetry SDK's OTLP/HTTP
 // exporter, as an application would, from a resource carrying pid.
@@ -98,7 +86,7 @@ func testOTLPErrorRatio(t *testing.T, forward bool) {
 
 	cfg := testConfig(t)
 	cfg.OTLP.Enabled = true
-	cfg.OTLP.Listen = freeAddr(t)
+	cfg.OTLP.Listen = testenv.FreeAddr(t)
 	cfg.OTLP.Window = 10 * time.Second
 	var col *otelcol.Collector
 	if forward {
@@ -124,7 +112,7 @@ func testOTLPErrorRatio(t *testing.T, forward bool) {
 		}
 		return snap.Cgroups[0], true
 	}
-	eventually(t, 15*time.Second, "the test cgroup at 60% of its limit", func() bool {
+	testenv.Eventually(t, 15*time.Second, "the test cgroup at 60% of its limit", func() bool {
 		c, ok := sample()
 		return ok && c.Derived.UsageRatio > 0.6
 	})
@@ -139,7 +127,7 @@ func testOTLPErrorRatio(t *testing.T, forward bool) {
 
 	sendSpans(t, cfg.OTLP.Listen, pid, 20, 15)
 	var c collectors.CgroupSample
-	eventually(t, 10*time.Second, "the service joined to the test cgroup", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the service joined to the test cgroup", func() bool {
 		var ok bool
 		c, ok = sample()
 		return ok && c.Service.Present
@@ -151,7 +139,7 @@ func testOTLPErrorRatio(t *testing.T, forward bool) {
 	var list struct {
 		Remediations []journal.Record `json:"remediations"`
 	}
-	eventually(t, 10*time.Second, "a journaled record of errors-at-memory-limit", func() bool {
+	testenv.Eventually(t, 10*time.Second, "a journaled record of errors-at-memory-limit", func() bool {
 		code, body := get(t, base+"/api/v1/remediations?rule=errors-at-memory-limit")
 		if code != http.StatusOK || json.Unmarshal(body, &list) != nil {
 			return false
@@ -266,12 +254,12 @@ func TestPodLogsJoinFixtureCgroup(t *testing.T) {
 		return out
 	}
 	var container, pod string
-	eventually(t, 10*time.Second, "the fixture's pod and container cgroups", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the fixture's pod and container cgroups", func() bool {
 		container, pod = findFixture(snapshot())
 		return container != "" && pod != ""
 	})
 	count := func(c collectors.CgroupSample, pattern string) float64 { return collectors.LogMatchCount(&c, pattern) }
-	eventually(t, 10*time.Second, "zero counters on the container once its log is followed", func() bool {
+	testenv.Eventually(t, 10*time.Second, "zero counters on the container once its log is followed", func() bool {
 		c := snapshot()[container]
 		return count(c, "OutOfMemoryError") == 0
 	})
@@ -293,7 +281,7 @@ func TestPodLogsJoinFixtureCgroup(t *testing.T) {
 	f.Close()
 
 	var cgs map[string]collectors.CgroupSample
-	eventually(t, 10*time.Second, "the appended matches on the container's cgroup", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the appended matches on the container's cgroup", func() bool {
 		cgs = snapshot()
 		return count(cgs[container], "OutOfMemoryError") == 2
 	})
@@ -312,7 +300,7 @@ func TestPodLogsJoinFixtureCgroup(t *testing.T) {
 			t.Errorf("%s %q = %v, want %v", tc.path, tc.pattern, got, tc.want)
 		}
 	}
-	eventually(t, 10*time.Second, "java-heap-exhausted firing on the container", func() bool {
+	testenv.Eventually(t, 10*time.Second, "java-heap-exhausted firing on the container", func() bool {
 		for _, st := range ruleStates(a, "java-heap-exhausted") {
 			if st.Target.Path == container && st.State == rules.Firing {
 				return true

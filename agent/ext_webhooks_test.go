@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/test/cgtest"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // TestInboundAlertsReachTheSnapshot delivers an Alertmanager webhook about
@@ -65,7 +66,7 @@ func TestInboundAlertsReachTheSnapshot(t *testing.T) {
 		t.Fatalf("delivery = %d %s, want 200 accepted 1", code, body)
 	}
 	var found collectors.Alert
-	eventually(t, 10*time.Second, "the alert in the snapshot", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the alert in the snapshot", func() bool {
 		_, body := get(t, base+"/api/v1/snapshot")
 		var snap collectors.Snapshot
 		if err := json.Unmarshal(body, &snap); err != nil {

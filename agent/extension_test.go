@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // testExtension is registered for every agent of this test binary: it
@@ -59,7 +60,7 @@ func TestExtensionIsSetUp(t *testing.T) {
 	if code, body := get(t, base+"/api/v1/test-extension"); code != http.StatusOK || string(body) != "extension\n" {
 		t.Errorf("extension endpoint = %d %q", code, body)
 	}
-	eventually(t, 10*time.Second, "an enriched snapshot", func() bool {
+	testenv.Eventually(t, 10*time.Second, "an enriched snapshot", func() bool {
 		snap, release := a.Acquire()
 		defer release()
 		return snap != nil && len(snap.Alerts) > 0 && snap.Alerts[len(snap.Alerts)-1].Name == "TestAlert"

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vigil-agent/vigil/test/cgtest"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // TestKeepsTickingUnderSiblingPressure runs the agent while a sibling test
@@ -19,7 +20,7 @@ func TestKeepsTickingUnderSiblingPressure(t *testing.T) {
 	cfg := testConfig(t)
 	a := startAgent(t, Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
 	base := "http://" + a.Addr()
-	eventually(t, 10*time.Second, "ready", func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK })
+	testenv.Eventually(t, 10*time.Second, "ready", func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK })
 
 	stop := make(chan struct{})
 	done := make(chan int)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vigil-agent/vigil/test/cgtest"
+	"github.com/vigil-agent/vigil/test/testenv"
 	vmtest "github.com/vigil-agent/vigil/test/vm"
 )
 
@@ -121,7 +122,7 @@ type childAgent struct {
 // extra environment; it is stopped with SIGKILL at cleanup.
 func startChildAgent(t *testing.T, cfgYAML string, env ...string) *childAgent {
 	t.Helper()
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	file := filepath.Join(t.TempDir(), "vigil.yaml")
 	if err := os.WriteFile(file, []byte("listen: "+addr+"\n"+cfgYAML), 0o644); err != nil {
 		t.Fatal(err)
@@ -140,7 +141,7 @@ func startChildAgent(t *testing.T, cfgYAML string, env ...string) *childAgent {
 			t.Logf("child agent log:\n%s", c.log.String())
 		}
 	})
-	eventually(t, 20*time.Second, "child agent to serve /healthz", func() bool {
+	testenv.Eventually(t, 20*time.Second, "child agent to serve /healthz", func() bool {
 		resp, err := http.Get(c.base + "/healthz")
 		if err != nil {
 			return false
@@ -234,7 +235,7 @@ kubernetes:
 		_ = os.Remove(agentDir)
 	})
 
-	eventually(t, 15*time.Second, "kubernetes_api degraded and journal not ready", func() bool {
+	testenv.Eventually(t, 15*time.Second, "kubernetes_api degraded and journal not ready", func() bool {
 		st := c.readyz(t)
 		return conditions(st.Degraded)["kubernetes_api"] != "" && conditions(st.NotReady)["journal"] != ""
 	})
@@ -280,7 +281,7 @@ kubernetes:
 	// metric says what is missing.
 	_, m1 := get(t, c.base+"/metrics")
 	t1, _ := metricValue(m1, "vigil_last_tick_timestamp_seconds", "")
-	eventually(t, 5*time.Second, "ticks to advance while degraded", func() bool {
+	testenv.Eventually(t, 5*time.Second, "ticks to advance while degraded", func() bool {
 		_, m2 := get(t, c.base+"/metrics")
 		t2, _ := metricValue(m2, "vigil_last_tick_timestamp_seconds", "")
 		return t2 > t1
@@ -310,11 +311,11 @@ kubernetes:
 func TestSelfCgroupRefusesForeignCgroup(t *testing.T) {
 	g := cgtest.New(t)
 	cgtest.Start(t, g.Command("sleep", "600"))
-	eventually(t, 5*time.Second, "sleep in the foreign cgroup", func() bool { return len(g.Procs(t)) == 1 })
+	testenv.Eventually(t, 5*time.Second, "sleep in the foreign cgroup", func() bool { return len(g.Procs(t)) == 1 })
 	procsBefore := g.Procs(t)
 	c := startChildAgent(t, "tick: 100ms\ndiscovery_interval: 500ms\ngrowth_window: 2s\nevents:\n  enabled: false\nself:\n  oom_score_adj: 0\n  cgroup: "+
 		g.Path()+"\nremediation:\n  journal:\n    path: "+filepath.Join(t.TempDir(), "j.db")+"\n")
-	eventually(t, 10*time.Second, "self_cgroup degraded", func() bool {
+	testenv.Eventually(t, 10*time.Second, "self_cgroup degraded", func() bool {
 		return strings.Contains(conditions(c.readyz(t).Degraded)[degradedSelfCgroup], "not writing to a cgroup vigil did not create")
 	})
 	if got := g.Procs(t); !reflect.DeepEqual(got, procsBefore) {
