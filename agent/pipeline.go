@@ -113,7 +113,9 @@ func engineOptions(cfg *config.Config) rules.EngineOptions {
 		Shadow:     cfg.Rules.Shadow,
 		OptIn:      ruleOptIn(cfg.Remediation.OptIn),
 		MaxTargets: cfg.MaxCgroups,
-		Clock:      time.Now,
+		// TargetGrace 0 is the engine's default.
+		TargetGrace: cfg.Rules.TargetGrace,
+		Clock:       time.Now,
 	}
 }
 

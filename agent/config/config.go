@@ -320,6 +320,10 @@ type Rules struct {
 	// Shadow forces every rule into shadow mode: findings are recorded and
 	// no action runs.
 	Shadow bool `yaml:"shadow" json:"shadow"`
+	// TargetGrace is how long the rule state and history of a vanished
+	// cgroup a rule selects are kept, so that a unit or pod whose cgroup is
+	// recreated (a crash loop) stays the same target (0: 2m). Read at start.
+	TargetGrace time.Duration `yaml:"target_grace" json:"target_grace"`
 }
 
 // Remediation configures what vigil may do and how fast.
@@ -534,6 +538,9 @@ func (p *PSITrigger) Validate() error {
 // Validate checks the rules section.
 func (r *Rules) Validate() error {
 	var errs []error
+	if r.TargetGrace < 0 {
+		errs = append(errs, fieldErr("target_grace", "must not be negative, got %v", r.TargetGrace))
+	}
 	for i, d := range r.Dirs {
 		if d == "" {
 			errs = append(errs, fieldErr(fmt.Sprintf("dirs[%d]", i), "empty directory"))
