@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"compress/gzip"
 	"crypto/subtle"
 	"encoding/json"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/prometheus/common/expfmt"
 )
 
@@ -148,7 +148,9 @@ func (a *Agent) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 // metricsHandler serves the registry (self-metrics, Go, process, node
 // families and other components' metrics) followed by the cgroup families,
 // which are written straight from the snapshot. The output is always the
-// text format 0.0.4, gzipped when the scraper accepts it. Gzipped, the text
+// text format 0.0.4, gzipped when the scraper accepts it (klauspost's gzip at
+// BestSpeed: the same output format as compress/gzip, in about 60 % of its
+// CPU time on this text, see BenchmarkScrape). Gzipped, the text
 // goes through the compressor in chunks and only the compressed body is
 // held (about 1/20 of the text); the snapshot is released before anything
 // is written to the scraper.

@@ -49,9 +49,17 @@ func parseStatCPU(b []byte) (uint64, error) {
 
 // memStatus returns VmRSS and VmHWM of pid in bytes.
 func memStatus(pid int) (rss, hwm uint64, err error) {
+	rss, hwm, _, err = memStatusAnon(pid)
+	return rss, hwm, err
+}
+
+// memStatusAnon also returns RssAnon: VmRSS less the file-backed pages
+// (the program's own text and data, which the kernel can drop and read
+// again) and shared memory.
+func memStatusAnon(pid int) (rss, hwm, anon uint64, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
@@ -62,6 +70,8 @@ func memStatus(pid int) (rss, hwm uint64, err error) {
 			dst = &rss
 		case strings.HasPrefix(line, "VmHWM:"):
 			dst = &hwm
+		case strings.HasPrefix(line, "RssAnon:"):
+			dst = &anon
 		default:
 			continue
 		}
@@ -71,7 +81,7 @@ func memStatus(pid int) (rss, hwm uint64, err error) {
 			*dst = kb << 10
 		}
 	}
-	return rss, hwm, nil
+	return rss, hwm, anon, nil
 }
 
 // scraper does what Prometheus does once per interval: GET /metrics with
