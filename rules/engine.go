@@ -29,6 +29,12 @@ type EngineOptions struct {
 	// MaxTargets bounds the targets tracked; past it, vanished targets are
 	// dropped without grace (default 20000).
 	MaxTargets int
+	// MaxVanished bounds the vanished targets kept for their grace period
+	// (each holds its history, a few KiB with the shipped rules); past it
+	// the longest gone are dropped first (default 1000). Under heavy churn
+	// of selected cgroups, without it the engine would hold up to
+	// MaxTargets of them.
+	MaxVanished int
 	// MaxFiringSeries caps the vigil_rule_firing series; the firing targets
 	// past the cap are counted under target="_other" (default 200).
 	MaxFiringSeries int
@@ -60,6 +66,8 @@ type Engine struct {
 	tick    uint64
 	seed    maphash.Seed
 	ctx     evalContext
+	// vanished is dropVanished's scratch list of targets in grace.
+	vanished []*target
 
 	metrics engineMetrics
 }
@@ -101,6 +109,9 @@ func NewEngine(set *RuleSet, opts EngineOptions) *Engine {
 	}
 	if opts.MaxTargets <= 0 {
 		opts.MaxTargets = 20000
+	}
+	if opts.MaxVanished <= 0 {
+		opts.MaxVanished = 1000
 	}
 	if opts.MaxFiringSeries <= 0 {
 		opts.MaxFiringSeries = 200
@@ -435,34 +446,54 @@ func (t *target) publicTarget() Target {
 }
 
 // dropVanished forgets cgroups missing from a full snapshot for longer than
-// the grace period. A rule firing on a vanished target is resolved.
+// the grace period, and the longest gone past MaxVanished. A rule firing on
+// a vanished target is resolved.
 func (e *Engine) dropVanished(now time.Time, out []Finding) []Finding {
 	grace := e.opts.TargetGrace
 	if len(e.targets) > e.opts.MaxTargets {
 		grace = -1
 	}
-	for k, t := range e.targets {
-		if t.seenTick == e.tick || (grace >= 0 && now.Sub(t.lastSeen) <= grace && t.keep()) {
+	held := e.vanished[:0]
+	for _, t := range e.targets {
+		if t.seenTick == e.tick {
 			continue
 		}
-		for ri, st := range t.states {
-			if st == nil || st.state != Firing || !st.announced || t.set == nil || ri >= len(t.set.Rules) {
-				continue
-			}
-			// The states of a target not seen since a reload are still
-			// indexed by the set it was last evaluated with: resolve by
-			// name (a rule the reload removed has nothing to resolve, as
-			// for the targets still present).
-			ci, ok := e.ruleIndex[t.set.Rules[ri].Name]
-			if !ok {
-				continue
-			}
-			f := e.finding(e.set.Rules[ci], t, nil, st, Resolved, now)
-			e.metrics.resolved[ci]++
-			out = append(out, f)
+		if grace >= 0 && now.Sub(t.lastSeen) <= grace && t.keep() {
+			held = append(held, t)
+			continue
 		}
-		delete(e.targets, k)
+		out = e.drop(t, now, out)
 	}
+	if len(held) > e.opts.MaxVanished {
+		sort.Slice(held, func(i, j int) bool { return held[i].lastSeen.Before(held[j].lastSeen) })
+		for _, t := range held[:len(held)-e.opts.MaxVanished] {
+			out = e.drop(t, now, out)
+		}
+	}
+	clear(held)
+	e.vanished = held[:0]
+	return out
+}
+
+// drop forgets a vanished target, resolving its firing rules.
+func (e *Engine) drop(t *target, now time.Time, out []Finding) []Finding {
+	for ri, st := range t.states {
+		if st == nil || st.state != Firing || !st.announced || t.set == nil || ri >= len(t.set.Rules) {
+			continue
+		}
+		// The states of a target not seen since a reload are still
+		// indexed by the set it was last evaluated with: resolve by
+		// name (a rule the reload removed has nothing to resolve, as
+		// for the targets still present).
+		ci, ok := e.ruleIndex[t.set.Rules[ri].Name]
+		if !ok {
+			continue
+		}
+		f := e.finding(e.set.Rules[ci], t, nil, st, Resolved, now)
+		e.metrics.resolved[ci]++
+		out = append(out, f)
+	}
+	delete(e.targets, t.key)
 	return out
 }
 

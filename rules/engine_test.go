@@ -275,6 +275,37 @@ func TestEngineForgetsVanishedTargets(t *testing.T) {
 	}
 }
 
+// TestEngineBoundsVanishedTargets: past MaxVanished, the targets gone the
+// longest are dropped first (their firing rules resolved), whatever is
+// left of their grace.
+func TestEngineBoundsVanishedTargets(t *testing.T) {
+	e := NewEngine(mustLoad(t, "rules:\n- name: full\n  condition: usage_ratio > 0.9\n"),
+		EngineOptions{TargetGrace: time.Hour, MaxVanished: 2})
+	a, b, c, d := cg("/a", 950, 1000), cg("/b", 950, 1000), cg("/c", 950, 1000), cg("/d", 950, 1000)
+	ticks := []tick{
+		{0, snapOf(a, b, c, d), []string{"full /a firing enforce", "full /b firing enforce", "full /c firing enforce", "full /d firing enforce"}},
+		{5 * time.Second, snapOf(b, c, d), nil},
+		{10 * time.Second, snapOf(c, d), nil},
+		{15 * time.Second, snapOf(d), []string{"full /a resolved enforce"}},
+		{20 * time.Second, snapOf(), []string{"full /b resolved enforce"}},
+		{25 * time.Second, snapOf(b), []string{"full /b firing enforce"}}, // back: a new episode
+	}
+	want := [][]string{{"/a", "/b", "/c", "/d"}, {"/a", "/b", "/c", "/d"}, {"/a", "/b", "/c", "/d"}, {"/b", "/c", "/d"}, {"/c", "/d"}, {"/b", "/c", "/d"}}
+	for i, tk := range ticks {
+		runTicks(t, e, []tick{tk})
+		e.mu.Lock()
+		var got []string
+		for k := range e.targets {
+			got = append(got, k)
+		}
+		e.mu.Unlock()
+		sort.Strings(got)
+		if !reflect.DeepEqual(got, want[i]) {
+			t.Errorf("at %v: targets %q, want %q", tk.at, got, want[i])
+		}
+	}
+}
+
 func TestSelectorAndOptIn(t *testing.T) {
 	set := mustLoad(t, `rules:
 - name: optin
