@@ -37,6 +37,10 @@ var (
 
 func TestMain(m *testing.M) { cgtest.Main(m) }
 
+// maxVanished is the rules engine's default bound on vanished targets kept
+// for their grace period (rules.EngineOptions.MaxVanished).
+const maxVanished = 1000
+
 // warnCounter is a slog handler that keeps warn+ records (and drops the
 // rest, the agent is chatty at debug).
 type warnCounter struct {
@@ -249,12 +253,25 @@ func TestChurnReturnsToBaseline(t *testing.T) {
 
 	if *long && *soak > 0 {
 		soakEnd := time.Now().Add(*soak)
+		var soakMax usage
 		for i := 0; time.Now().Before(soakEnd); i++ {
 			churnWave(t, dir, fmt.Sprintf("s%d", i), 100, limitFile)
 			if i%100 == 0 {
-				t.Logf("soak %v: %v", time.Until(soakEnd).Round(time.Second), measure(t, base))
+				u := measure(t, base)
+				t.Logf("soak %v: %v", time.Until(soakEnd).Round(time.Second), u)
 				writeHeapProfile(t, fmt.Sprintf(".soak%d", i/100))
+				soakMax.heap = max(soakMax.heap, u.heap)
+				soakMax.ruleTargets = max(soakMax.ruleTargets, u.ruleTargets)
 			}
+		}
+		// During the churn the rules engine holds the opted-in cgroups
+		// gone within the grace period, at most its MaxVanished (1000)
+		// plus the ones alive, and the heap stays bounded accordingly.
+		if soakMax.ruleTargets > before.ruleTargets+maxVanished+wave {
+			t.Errorf("rules engine tracked up to %.0f targets during the soak (baseline %.0f): vanished targets past its bound of %d", soakMax.ruleTargets, before.ruleTargets, maxVanished)
+		}
+		if soakMax.heap > before.heap+before.heap/4+16<<20 {
+			t.Errorf("heap up to %.1f MiB during the soak, %.1f MiB at baseline", float64(soakMax.heap)/(1<<20), float64(before.heap)/(1<<20))
 		}
 		after = settle(t, base, &before, grace)
 		t.Logf("after the %v soak: %v", *soak, after)
