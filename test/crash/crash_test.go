@@ -37,6 +37,42 @@ var (
 
 func TestMain(m *testing.M) { cgtest.Main(m) }
 
+const (
+	defaultKills, longKills   = 20, 200
+	defaultRounds, longRounds = 25, 200
+	// killsEnv and roundsEnv carry -long and -crash.kills into the VM
+	// guest, which gets no flags (TestCgroupV2VM sets them).
+	killsEnv  = "VIGIL_CRASH_KILLS"
+	roundsEnv = "VIGIL_CRASH_ROUNDS"
+)
+
+// killIterations is the length of the kill -9 loop: -crash.kills, else
+// VIGIL_CRASH_KILLS, else 200 with -long, else 20.
+func killIterations() int {
+	if *kills > 0 {
+		return *kills
+	}
+	if n, err := strconv.Atoi(os.Getenv(killsEnv)); err == nil && n > 0 {
+		return n
+	}
+	if *long {
+		return longKills
+	}
+	return defaultKills
+}
+
+// reloadRounds is the length of the reload stream: VIGIL_CRASH_ROUNDS,
+// else 200 with -long, else 25.
+func reloadRounds() int {
+	if n, err := strconv.Atoi(os.Getenv(roundsEnv)); err == nil && n > 0 {
+		return n
+	}
+	if *long {
+		return longRounds
+	}
+	return defaultRounds
+}
+
 // binaryEnv passes the host-built vigil binary to the VM guest.
 const binaryEnv = "VIGIL_CRASH_BINARY"
 
@@ -45,6 +81,13 @@ const binaryEnv = "VIGIL_CRASH_BINARY"
 func TestCgroupV2VM(t *testing.T) {
 	if !vmtest.InGuest() {
 		t.Setenv(binaryEnv, vigilBinary(t))
+		// Flags do not reach the guest; VIGIL_* variables do.
+		if n := killIterations(); n != defaultKills && os.Getenv(killsEnv) == "" {
+			t.Setenv(killsEnv, strconv.Itoa(n))
+		}
+		if n := reloadRounds(); n != defaultRounds && os.Getenv(roundsEnv) == "" {
+			t.Setenv(roundsEnv, strconv.Itoa(n))
+		}
 	}
 	vmtest.Run(t, "^TestV2")
 }
@@ -369,17 +412,7 @@ func loopbackUp(t *testing.T) {
 }
 
 func testKill9Loop(t *testing.T) {
-	iterations := 20
-	if *long {
-		iterations = 200
-	}
-	if *kills > 0 {
-		iterations = *kills
-	}
-	// Flags do not reach the VM guest; VIGIL_* variables do.
-	if n, err := strconv.Atoi(os.Getenv("VIGIL_CRASH_KILLS")); err == nil && n > 0 {
-		iterations = n
-	}
+	iterations := killIterations()
 	g, kids, quotas := targets(t, 3, true)
 	bin := vigilBinary(t)
 	dir := t.TempDir()
@@ -467,6 +500,10 @@ func testKill9Loop(t *testing.T) {
 					it, k.Path(), q, quotas[i], applied, tail(p.logText(), 30))
 			}
 		}
+		if (it+1)%25 == 0 {
+			t.Logf("%d kills in %v: %d records acknowledged, %d kills with a throttle held, %d recovery records",
+				it+1, time.Since(start).Round(time.Second), len(acked), killedThrottled, recoveries)
+		}
 	}
 	// A last start restores or adopts everything; a clean stop leaves the
 	// journal consistent.
@@ -510,10 +547,7 @@ func TestV2ReloadUnderFire(t *testing.T) {
 }
 
 func testReloadUnderFire(t *testing.T) {
-	rounds := 25
-	if *long {
-		rounds = 200
-	}
+	rounds := reloadRounds()
 	g, kids, _ := targets(t, 2, false)
 	bin := vigilBinary(t)
 	dir := t.TempDir()
@@ -549,6 +583,7 @@ func testReloadUnderFire(t *testing.T) {
 
 	want := 2.0 // rules of the last good set
 	var goodCfg, badCfg, goodRules, badRuleWrites, checks int
+	start := time.Now()
 	for i := range rounds {
 		switch rand.IntN(4) {
 		case 0:
@@ -595,6 +630,9 @@ func testReloadUnderFire(t *testing.T) {
 			}
 			checks++
 		}
+		if (i+1)%50 == 0 {
+			t.Logf("%d rounds in %v, %d samples all whole sets", i+1, time.Since(start).Round(time.Second), checks)
+		}
 	}
 	// Settle on the last good config and rules: they are in force.
 	writeFile(t, cfgFile, good("100ms"))
@@ -619,8 +657,8 @@ func testReloadUnderFire(t *testing.T) {
 	}
 	log := p.logText()
 	rejected := strings.Count(log, "reload rejected") + strings.Count(log, "rules rejected")
-	t.Logf("%d rounds: %d good configs, %d bad configs, %d good rule sets, %d bad rule files; %d samples of vigil_rules_loaded all whole sets; %d rejections logged; no crash",
-		rounds, goodCfg, badCfg, goodRules, badRuleWrites, checks, rejected)
+	t.Logf("%d rounds in %v: %d good configs, %d bad configs, %d good rule sets, %d bad rule files; %d samples of vigil_rules_loaded all whole sets; %d rejections logged; no crash",
+		rounds, time.Since(start).Round(time.Second), goodCfg, badCfg, goodRules, badRuleWrites, checks, rejected)
 	if badCfg+badRuleWrites > 0 && rejected == 0 {
 		t.Errorf("bad configs and rules were sent but no rejection was logged:\n%s", tail(log, 40))
 	}
