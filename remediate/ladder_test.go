@@ -182,8 +182,8 @@ func signalFrozen(t *testing.T) {
 			if r.Steps[0].Result != "applied" || !r.Steps[0].VerifyTimedOut {
 				t.Errorf("freeze step %+v, want applied and verify timed out", r.Steps[0])
 			}
-			if !strings.Contains(r.Steps[1].Detail, "thawed") {
-				t.Errorf("signal detail %q, want it to say it thawed the cgroup", r.Steps[1].Detail)
+			if d := r.Steps[1].Detail; !strings.Contains(d, "thawed") || !strings.HasPrefix(d, "sent SIGTERM to pid ") {
+				t.Errorf("signal detail %q, want \"sent SIGTERM to pid ...\" saying it thawed the cgroup", d)
 			}
 		})
 	}

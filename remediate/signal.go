@@ -154,7 +154,8 @@ func (*Signal) Do(ctx context.Context, req Request) (Result, error) {
 	}
 	p := params(req.Params)
 	sname, _ := p.str("signal", "TERM")
-	sig := signals[strings.TrimPrefix(strings.ToUpper(sname), "SIG")]
+	sname = strings.TrimPrefix(strings.ToUpper(sname), "SIG") // details say SIG<name> either way
+	sig := signals[sname]
 	grace, _ := p.duration("grace", 10*time.Second)
 	kill, _ := p.boolean("kill", true)
 	var extra VictimPolicy
