@@ -297,6 +297,7 @@ func TestKubernetesActions(t *testing.T) {
 	})
 
 	t.Run("scale-out", func(t *testing.T) { testScaleOut(t, f) })
+	t.Run("scale-out of a StatefulSet", func(t *testing.T) { testScaleOutStatefulSet(t, f) })
 	t.Run("rbac", func(t *testing.T) { testRBAC(t, f) })
 }
 
@@ -416,6 +417,65 @@ func testScaleOut(t *testing.T, f *fixture) {
 	clk.add(2 * time.Second)
 	if _, err := (&ScaleOut{k: kc}).Do(ctx, request(other, "rem-g2")); !errors.Is(err, ErrAtCap) {
 		t.Errorf("at the global cap: err = %v, want ErrAtCap", err)
+	}
+}
+
+// testScaleOutStatefulSet: a StatefulSet's pod (owned directly, no
+// ReplicaSet) is scaled through the StatefulSet's scale subresource, with
+// the same Lease coordination, cap and cooldown.
+func testScaleOutStatefulSet(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	clk := &clock{t: time.Now()}
+	labels := map[string]string{"app": "db"}
+	one := int32(1)
+	sts, err := f.cs.AppsV1().StatefulSets("apps").Create(ctx, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db",
+		Annotations: map[string]string{AnnotationMaxReplicas: "2"}},
+		Spec: appsv1.StatefulSetSpec{Replicas: &one, ServiceName: "db", Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "db", Image: "k8s.local/app:v1"}}}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := f.pod(t, "apps", "db-0", labels, nil,
+		&metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: sts.Name, UID: sts.UID, Controller: ptr(true)})
+	stsReplicas := func() int32 {
+		t.Helper()
+		s, err := f.cs.AppsV1().StatefulSets("apps").GetScale(ctx, "db", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Spec.Replicas
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		k := newKube(t, f.cs, Config{NodeName: fmt.Sprintf("sts-node-%d", i), ScaleCooldown: time.Minute, Now: clk.now})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = (&ScaleOut{k: k}).Do(ctx, request(pod, fmt.Sprintf("rem-sts-%d", i)))
+		}()
+	}
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, ErrCooldown):
+			t.Errorf("sts-node-%d: err = %v, want nil or ErrCooldown", i, err)
+		}
+	}
+	if won != 1 || stsReplicas() != 2 {
+		t.Errorf("%d nodes scaled the StatefulSet to %d replicas, want 1 node and 2 replicas", won, stsReplicas())
+	}
+	if _, err := f.cs.CoordinationV1().Leases("apps").Get(ctx, "vigil-scale-statefulset-db", metav1.GetOptions{}); err != nil {
+		t.Errorf("lease of the StatefulSet: %v", err)
+	}
+	clk.add(61 * time.Second)
+	k := newKube(t, f.cs, Config{NodeName: "sts-node-late", ScaleCooldown: time.Minute, Now: clk.now})
+	if _, err := (&ScaleOut{k: k}).Do(ctx, request(pod, "rem-sts-cap")); !errors.Is(err, ErrAtCap) {
+		t.Errorf("at the StatefulSet's annotation cap: err = %v, want ErrAtCap", err)
 	}
 }
 
