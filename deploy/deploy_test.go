@@ -25,6 +25,7 @@ import (
 	"github.com/vigil-agent/vigil/remediate"
 	_ "github.com/vigil-agent/vigil/remediate/k8s" // registers the Kubernetes action validators
 	"github.com/vigil-agent/vigil/rules"
+	"github.com/vigil-agent/vigil/rules/ruletest"
 	"github.com/vigil-agent/vigil/test/k8snode"
 )
 
@@ -177,6 +178,13 @@ func TestShippedConfigs(t *testing.T) {
 	}
 	if set == nil {
 		t.Fatal("rules-kubernetes.yaml: no rule set")
+	}
+	res, err := ruletest.RunFile(os.DirFS("."), "rules-kubernetes_test.yaml", rules.LoadOptions{Actions: remediate.Validators()})
+	if err != nil {
+		t.Fatalf("rules-kubernetes_test.yaml: %v", err)
+	}
+	if res.Failed() {
+		t.Errorf("rules-kubernetes_test.yaml:\n%s", res)
 	}
 	unit, err := os.ReadFile("systemd/vigil.service")
 	if err != nil {
