@@ -135,8 +135,11 @@ type CgroupMemory struct {
 	SwapUsageBytes  uint64 `json:"swap_usage_bytes"`
 	MemswLimitBytes Bytes  `json:"memsw_limit_bytes"`
 	MemswUsageBytes uint64 `json:"memsw_usage_bytes"`
-	// EffectiveLimitBytes is the tightest of this cgroup's and its ancestors'
-	// max and high (v1: hierarchical_memory_limit). Unlimited if none.
+	// EffectiveLimitBytes is the size this cgroup can reach before a limit
+	// stops it: the tightest of its own and its ancestors' max and high (v1:
+	// hierarchical_memory_limit), less, for each limited ancestor, what the
+	// rest of that ancestor uses (siblings under a shared limit leave each
+	// other less). Unlimited if no limit applies.
 	EffectiveLimitBytes Bytes `json:"effective_limit_bytes"`
 }
 

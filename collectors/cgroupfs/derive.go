@@ -110,18 +110,36 @@ func (r *refaultRate) update(t int64, count uint64) float64 {
 
 // derive computes s.Memory.EffectiveLimitBytes and s.Derived from the
 // fresh read in s and the cgroup's history. Parents are derived before their
-// children, so cg.parent.effLimit is current in a full sweep.
+// children, so cg.parent's limits are current in a full sweep.
+//
+// The effective limit is the size the cgroup can reach before a limit on
+// its path stops it: its working set plus its room, the least of what its
+// own (or inherited) limit leaves and what every limited ancestor leaves
+// given what the rest of that ancestor uses. Cgroups sharing a limited
+// parent (pods under kubepods, services under a slice with MemoryMax) thus
+// see their limit come down as their siblings grow, as the kernel's OOM
+// killer will.
 func (c *Collector) derive(cg *cgroup, s *collectors.CgroupSample, now time.Time) {
-	parentLimit := uint64(collectors.Unlimited)
+	parentCap, parentRoom := uint64(collectors.Unlimited), uint64(collectors.Unlimited)
 	if cg.parent != nil {
-		parentLimit = cg.parent.effLimit
+		parentCap, parentRoom = cg.parent.capLimit, cg.parent.room
 	}
-	limit := c.ver.effectiveLimit(s, parentLimit)
-	cg.effLimit = limit
-	s.Memory.EffectiveLimitBytes = collectors.Bytes(limit)
+	capLimit := c.ver.effectiveLimit(s, parentCap)
+	cg.capLimit = capLimit
 
 	d := &s.Derived
 	d.WorkingSetBytes = sub(s.Memory.UsageBytes, s.Stat.InactiveFile)
+	limit := uint64(collectors.Unlimited)
+	cg.room = collectors.Unlimited
+	if capLimit != collectors.Unlimited {
+		cg.room = sub(capLimit, d.WorkingSetBytes)
+	}
+	cg.room = min(cg.room, parentRoom)
+	if cg.room != collectors.Unlimited {
+		limit = min(capLimit, d.WorkingSetBytes+cg.room)
+	}
+	cg.effLimit = limit
+	s.Memory.EffectiveLimitBytes = collectors.Bytes(limit)
 	if limit == collectors.Unlimited {
 		d.HeadroomBytes = collectors.Unlimited
 		d.UsageRatio = 0

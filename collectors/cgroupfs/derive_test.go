@@ -101,6 +101,7 @@ func TestDerive(t *testing.T) {
 		name        string
 		ver         version
 		parentLimit uint64
+		parentRoom  uint64 // what the parent may still grow by; 0: unlimited
 		sample      collectors.CgroupSample
 		prevWS      uint64 // working set one second before
 		want        collectors.Derived
@@ -156,6 +157,25 @@ func TestDerive(t *testing.T) {
 			want:      collectors.Derived{WorkingSetBytes: 3000, HeadroomBytes: 0, GrowthBytesPerSecond: 1000, SecondsToLimit: 0, UsageRatio: 1.5},
 		},
 		{
+			name: "siblings under a limited parent leave less room than the parent's limit", ver: v2{}, parentLimit: 4000, parentRoom: 500,
+			sample: collectors.CgroupSample{
+				Memory: collectors.CgroupMemory{UsageBytes: 1000, MaxBytes: collectors.Unlimited, HighBytes: collectors.Unlimited},
+			},
+			prevWS:    900,
+			wantLimit: 1500,
+			want: collectors.Derived{WorkingSetBytes: 1000, HeadroomBytes: 500, GrowthBytesPerSecond: 100, SecondsToLimit: 5,
+				UsageRatio: 1000.0 / 1500},
+		},
+		{
+			name: "its own limit is tighter than the room its parent leaves", ver: v2{}, parentLimit: 4000, parentRoom: 3000,
+			sample: collectors.CgroupSample{
+				Memory: collectors.CgroupMemory{UsageBytes: 1000, MaxBytes: 1200, HighBytes: collectors.Unlimited},
+			},
+			prevWS:    1000,
+			wantLimit: 1200,
+			want:      collectors.Derived{WorkingSetBytes: 1000, HeadroomBytes: 200, SecondsToLimit: inf, UsageRatio: 1000.0 / 1200},
+		},
+		{
 			name: "inactive file above usage clamps", ver: v2{}, parentLimit: collectors.Unlimited,
 			sample: collectors.CgroupSample{
 				Memory: collectors.CgroupMemory{UsageBytes: 100, MaxBytes: 1000, HighBytes: collectors.Unlimited},
@@ -168,7 +188,11 @@ func TestDerive(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &Collector{ver: tt.ver, window: int64(30 * time.Second), spacing: 0, log: slog.Default()}
-			parent := &cgroup{effLimit: tt.parentLimit}
+			room := tt.parentRoom
+			if room == 0 {
+				room = collectors.Unlimited
+			}
+			parent := &cgroup{capLimit: tt.parentLimit, room: room}
 			cg := &cgroup{parent: parent}
 			now := time.Unix(1000, 0)
 			cg.growth.add(now.Add(-time.Second).UnixNano(), tt.prevWS, 0)

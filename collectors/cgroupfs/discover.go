@@ -38,7 +38,9 @@ type cgroup struct {
 
 	stat statCache // memory.stat as last read, and when to read it again
 
-	effLimit uint64 // effective limit of the latest read, for its children
+	effLimit uint64 // effective limit of the latest read (statgate)
+	capLimit uint64 // tightest configured limit of it and its ancestors, for its children
+	room     uint64 // what it may still grow by before a limit on its path stops it, for its children
 	growth   ring
 	refaults refaultRate
 }
@@ -59,7 +61,8 @@ var errNoFDs = errors.New("out of file descriptors")
 // read when due). A file the kernel does not
 // provide stays -1. It returns errVanished when the directory is gone.
 func (c *Collector) openCgroup(rel string) (*cgroup, error) {
-	cg := &cgroup{path: rel, dir: c.Dir(rel), id: identity.FromPath(rel), effLimit: collectors.Unlimited}
+	cg := &cgroup{path: rel, dir: c.Dir(rel), id: identity.FromPath(rel),
+		effLimit: collectors.Unlimited, capLimit: collectors.Unlimited, room: collectors.Unlimited}
 	for i := range cg.fds {
 		cg.fds[i] = -1
 	}
