@@ -349,29 +349,8 @@ func testScaleOut(t *testing.T, f *fixture) {
 	clk := &clock{t: time.Now()}
 	pod := deployment(t, f, "apps", "web", 2, map[string]string{AnnotationMaxReplicas: "4"})
 	// Five nodes see the same leak at once: exactly one scales.
-	const nodes = 5
-	var wg sync.WaitGroup
-	errs := make([]error, nodes)
-	for i := range nodes {
-		k := newKube(t, f.cs, Config{NodeName: fmt.Sprintf("node-%d", i), ScaleCooldown: time.Minute, Now: clk.now})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = (&ScaleOut{k: k}).Do(ctx, request(pod, fmt.Sprintf("rem-scale-%d", i)))
-		}()
-	}
-	wg.Wait()
-	won := 0
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			won++
-		case !errors.Is(err, ErrCooldown):
-			t.Errorf("node-%d: err = %v, want nil or ErrCooldown", i, err)
-		}
-	}
-	if won != 1 {
-		t.Errorf("%d nodes scaled, want exactly 1 (errs %v)", won, errs)
+	if won := raceScaleOut(t, f, clk, pod, "node", 5); won != 1 {
+		t.Errorf("%d nodes scaled, want exactly 1", won)
 	}
 	if got := replicas(t, f, "apps", "web"); got != 3 {
 		t.Errorf("replicas = %d, want 3", got)
@@ -446,27 +425,7 @@ func testScaleOutStatefulSet(t *testing.T, f *fixture) {
 		}
 		return s.Spec.Replicas
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	for i := range errs {
-		k := newKube(t, f.cs, Config{NodeName: fmt.Sprintf("sts-node-%d", i), ScaleCooldown: time.Minute, Now: clk.now})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = (&ScaleOut{k: k}).Do(ctx, request(pod, fmt.Sprintf("rem-sts-%d", i)))
-		}()
-	}
-	wg.Wait()
-	won := 0
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			won++
-		case !errors.Is(err, ErrCooldown):
-			t.Errorf("sts-node-%d: err = %v, want nil or ErrCooldown", i, err)
-		}
-	}
-	if won != 1 || stsReplicas() != 2 {
+	if won := raceScaleOut(t, f, clk, pod, "sts-node", 3); won != 1 || stsReplicas() != 2 {
 		t.Errorf("%d nodes scaled the StatefulSet to %d replicas, want 1 node and 2 replicas", won, stsReplicas())
 	}
 	if _, err := f.cs.CoordinationV1().Leases("apps").Get(ctx, "vigil-scale-statefulset-db", metav1.GetOptions{}); err != nil {
@@ -477,6 +436,32 @@ func testScaleOutStatefulSet(t *testing.T, f *fixture) {
 	if _, err := (&ScaleOut{k: k}).Do(ctx, request(pod, "rem-sts-cap")); !errors.Is(err, ErrAtCap) {
 		t.Errorf("at the StatefulSet's annotation cap: err = %v, want ErrAtCap", err)
 	}
+}
+
+// raceScaleOut has n agents (nodes <prefix>-<i>) scale out pod's workload
+// at once and returns how many did; the others must see ErrCooldown.
+func raceScaleOut(t *testing.T, f *fixture, clk *clock, pod *corev1.Pod, prefix string, n int) (won int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		k := newKube(t, f.cs, Config{NodeName: fmt.Sprintf("%s-%d", prefix, i), ScaleCooldown: time.Minute, Now: clk.now})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = (&ScaleOut{k: k}).Do(context.Background(), request(pod, fmt.Sprintf("rem-%s-%d", prefix, i)))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, ErrCooldown):
+			t.Errorf("%s-%d: err = %v, want nil or ErrCooldown", prefix, i, err)
+		}
+	}
+	return won
 }
 
 func remediateWith(r remediate.Request, params map[string]any) remediate.Request {
