@@ -104,7 +104,12 @@ func vigilBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		if b := os.Getenv(binaryEnv); b != "" {
-			binary = b // built by the host for the VM guest
+			// Built by the host for the VM guest, where it is on the
+			// host's root shared over 9p: copied to the guest's tmpfs,
+			// so that a kill -9 never lands on a page fault served over
+			// 9p (a task killed in a 9p request can wait for the flush
+			// reply in uninterruptible sleep).
+			binary, buildErr = copyToTemp(b)
 			return
 		}
 		// Outside /tmp, so the VM guest (which hides the host's /tmp)
@@ -129,6 +134,24 @@ func vigilBinary(t *testing.T) string {
 		t.Fatalf("go build vigil: %v\n%s", buildErr, buildOut)
 	}
 	return binary
+}
+
+// copyToTemp copies the executable src into a new directory under
+// os.TempDir (the guest's tmpfs) and returns its path.
+func copyToTemp(src string) (string, error) {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return "", fmt.Errorf("read vigil binary: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "vigil-crash-bin-")
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(dir, "vigil")
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		return "", fmt.Errorf("copy vigil binary to %s: %w", dst, err)
+	}
+	return dst, nil
 }
 
 func freePort(t *testing.T) string {
@@ -170,13 +193,45 @@ func startVigil(t *testing.T, bin, cfgFile, addr string) *agentProc {
 		t.Fatal(err)
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		select {
+		case <-p.done:
+		case <-time.After(killWait):
+			t.Errorf("vigil (pid %d) not reaped %v after SIGKILL", p.cmd.Process.Pid, killWait)
+		}
+	})
 	return p
 }
 
-func (p *agentProc) kill() {
+// kill sends SIGKILL and waits for vigil to be reaped. A vigil that is
+// still there after killWait fails the test with what its tasks are
+// blocked in (a kill -9 that does not kill is a finding, not a hang).
+func (p *agentProc) kill(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
+	select {
+	case <-p.done:
+	case <-time.After(killWait):
+		t.Fatalf("vigil (pid %d) not reaped %v after SIGKILL:\n%s\nlog tail:\n%s", p.cmd.Process.Pid, killWait, taskStates(p.cmd.Process.Pid), tail(p.logText(), 20))
+	}
+}
+
+const killWait = 20 * time.Second
+
+// taskStates describes the tasks of pid: state, wait channel and kernel
+// stack (when readable), and its children.
+func taskStates(pid int) string {
+	var b strings.Builder
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, task := range tasks {
+		stat, _ := os.ReadFile(filepath.Join(task, "stat"))
+		wchan, _ := os.ReadFile(filepath.Join(task, "wchan"))
+		stack, _ := os.ReadFile(filepath.Join(task, "stack"))
+		fmt.Fprintf(&b, "task %s: %s wchan=%s\n%s", filepath.Base(task), strings.TrimSpace(string(stat)), wchan, stack)
+	}
+	children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	fmt.Fprintf(&b, "children: %s\n", children)
+	return b.String()
 }
 
 func (p *agentProc) exited() bool {
@@ -447,7 +502,7 @@ func testKill9Loop(t *testing.T) {
 			time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
 		}
 		time.Sleep(time.Duration(rand.IntN(50)) * time.Millisecond)
-		p.kill()
+		p.kill(t)
 
 		// While vigil is dead: the journal opens clean, holds every
 		// acknowledged record intact, and accounts for every limit.
