@@ -82,13 +82,27 @@ type tree struct {
 	ancestors map[string]bool
 }
 
+// mkdir creates dir and its missing ancestors. Scenario runs side by side
+// (the matrix and the suite, two matrices) create and remove the shared
+// cpu and freezer ancestors concurrently: one that appears meanwhile is
+// used, one that vanishes meanwhile is created again.
 func (t *tree) mkdir(dir string) error {
+	var err error
+	for range 5 {
+		if err = t.mkdirOnce(dir); !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return err
+}
+
+func (t *tree) mkdirOnce(dir string) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
 	parent := filepath.Dir(dir)
 	if _, err := os.Stat(parent); errors.Is(err, os.ErrNotExist) {
-		if err := t.mkdir(parent); err != nil {
+		if err := t.mkdirOnce(parent); err != nil {
 			return err
 		}
 		if t.ancestors == nil {
@@ -96,7 +110,9 @@ func (t *tree) mkdir(dir string) error {
 		}
 		t.ancestors[parent] = true
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, 0o755); errors.Is(err, os.ErrExist) {
+		return nil // created by a run beside this one
+	} else if err != nil {
 		return fmt.Errorf("create cgroup %s: %w", dir, err)
 	}
 	t.created = append(t.created, dir)
