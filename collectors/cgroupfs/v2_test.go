@@ -133,3 +133,13 @@ func TestV2CrossCheckContainerd(t *testing.T) {
 		t.Errorf("events max: vigil %d read after containerd's %d", got, want)
 	}
 }
+
+func TestV2StatGating(t *testing.T) {
+	vmtest.RequireGuest(t)
+	TestStatGating(t)
+}
+
+func TestV2StatMaxAge(t *testing.T) {
+	vmtest.RequireGuest(t)
+	TestStatMaxAge(t)
+}
