@@ -2,6 +2,7 @@ package cgroupfs
 
 import (
 	"bufio"
+	"fmt"
 	"log/slog"
 	"math"
 	"os"
@@ -446,9 +447,9 @@ func TestSweepDoesNotAllocate(t *testing.T) {
 	for i := range 40 {
 		g.Child(t, "c"+strconv.Itoa(i))
 	}
-	for _, workers := range []int{1, 2} {
-		t.Run("workers="+strconv.Itoa(workers), func(t *testing.T) {
-			c := newCollector(t, g, Options{Workers: workers})
+	for _, opts := range []Options{{Workers: 1}, {Workers: 2}, {Workers: 2, StatMaxAge: 5 * time.Second}} {
+		t.Run(fmt.Sprintf("workers=%d/stat-max-age=%v", opts.Workers, opts.StatMaxAge), func(t *testing.T) {
+			c := newCollector(t, g, opts)
 			var snap collectors.Snapshot
 			sweep(t, c, &snap)
 			now := time.Now()
