@@ -98,9 +98,11 @@ func TestStatGating(t *testing.T) {
 				}
 			}
 			if tt.nearLimit > 0 {
-				usage := float64(g.ReadUint(t, "memory", "memory.usage_in_bytes"))
+				var usage float64
 				if g.Version == 2 {
 					usage = float64(g.ReadUint(t, "", "memory.current"))
+				} else {
+					usage = float64(g.ReadUint(t, "memory", "memory.usage_in_bytes"))
 				}
 				setLimit(t, g, strconv.FormatUint(uint64(usage/tt.nearLimit), 10))
 			}
