@@ -48,7 +48,10 @@ func testSiblingsShareTheParentsLimit(t *testing.T) {
 	if got := uint64(h.Memory.EffectiveLimitBytes); got != h.Derived.WorkingSetBytes+room {
 		t.Errorf("hog: effective limit %d, want %d + %d", got, h.Derived.WorkingSetBytes, room)
 	}
-	if h.Derived.UsageRatio < 0.45 || h.Derived.UsageRatio > 0.55 {
-		t.Errorf("hog usage ratio %v, want about 0.5 (64 of the 128 MiB it can reach)", h.Derived.UsageRatio)
+	// About 0.5: 64 MiB of the 128 it can reach, plus the allocator's own
+	// runtime (a few MiB more under the v2 VM).
+	if want := float64(h.Derived.WorkingSetBytes) / float64(h.Derived.WorkingSetBytes+room); h.Derived.UsageRatio < 0.45 || h.Derived.UsageRatio > 0.62 ||
+		h.Derived.UsageRatio-want > 1e-9 || want-h.Derived.UsageRatio > 1e-9 {
+		t.Errorf("hog usage ratio %v, want %v (its working set over what it can reach, about 0.5)", h.Derived.UsageRatio, want)
 	}
 }
