@@ -16,9 +16,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -484,8 +486,39 @@ func testKill9Loop(t *testing.T) {
 	acked := map[string]ackedRecord{}
 	var killedThrottled, maxApplied, recoveries int
 	start := time.Now()
+	// A watchdog: an iteration that makes no progress for a minute logs
+	// where the test and the current vigil are (every step has its own
+	// timeout, so a stall is in the kernel or the machine).
+	var progress atomic.Int64
+	var current atomic.Int64
+	stopWatch := make(chan struct{})
+	defer close(stopWatch)
+	go func() {
+		last, since := int64(-1), time.Now()
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(5 * time.Second):
+			}
+			if n := progress.Load(); n != last {
+				last, since = n, time.Now()
+				continue
+			}
+			if time.Since(since) > time.Minute {
+				buf := make([]byte, 1<<20)
+				buf = buf[:runtime.Stack(buf, true)]
+				meminfo, _ := os.ReadFile("/proc/meminfo")
+				t.Logf("no progress for %v at iteration %d; vigil pid %d:\n%s\nmeminfo:\n%s\ntest goroutines:\n%s",
+					time.Since(since).Round(time.Second), last, current.Load(), taskStates(int(current.Load())), tail(string(meminfo), 50), buf)
+				since = time.Now()
+			}
+		}
+	}()
 	for it := range iterations {
+		progress.Store(int64(it))
 		p := startVigil(t, bin, cfgFile, addr)
+		current.Store(int64(p.cmd.Process.Pid))
 		p.waitReady(t, 15*time.Second)
 		// Read records a few times at random moments, then kill.
 		until := time.Now().Add(time.Duration(rand.IntN(1200)) * time.Millisecond)
