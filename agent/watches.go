@@ -74,7 +74,7 @@ func (r *watchReconciler) apply(req watchRequest) {
 		}
 	}
 	for path, thr := range r.watched {
-		if newThr, ok := req.want[path]; !ok || newThr != thr {
+		if newThr, ok := req.want[path]; !ok || !closeThreshold(thr, newThr) {
 			r.w.Unwatch(path)
 			delete(r.watched, path)
 		}
@@ -104,6 +104,19 @@ func (r *watchReconciler) apply(req watchRequest) {
 		a.metrics.collectionErrors.WithLabelValues(collectorEvents).Add(float64(failed))
 		a.log.Warn("registering kernel notifications failed", "cgroups", failed, "first_err", firstErr)
 	}
+}
+
+// closeThreshold reports whether a registered v1 usage threshold may stay
+// for a wanted one: equal, or within 1/16 of it. Effective limits move with
+// the siblings under a shared limit; re-registering on every small move
+// would drop the cgroup's notifications each time (a crossing in between
+// is lost) for a threshold that is only a wake-up hint anyway.
+func closeThreshold(have, want uint64) bool {
+	if have == 0 || want == 0 {
+		return have == want
+	}
+	d := max(have, want) - min(have, want)
+	return d <= want/16
 }
 
 // vanished reports whether err says the cgroup was removed: ENOENT for its
