@@ -23,6 +23,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vigil-agent/vigil/deploy/image/oci"
+	"github.com/vigil-agent/vigil/test/testenv"
 )
 
 // NodeName is the test node's name: an IP literal, so the kubelet uses it
@@ -90,6 +91,9 @@ func StartNode(t testing.TB, withControllers bool) *Node {
 		t.Fatalf("k8snode: %v", err)
 	}
 	t.Cleanup(unlock)
+	// The kubelet makes kubepods at the root of each hierarchy: not while
+	// test/hostguard audits every cgroup the tests did not create.
+	testenv.LockHostCgroups(t)
 	dir, err := os.MkdirTemp("", "vigil-k8snode-")
 	if err != nil {
 		t.Fatalf("k8snode: %v", err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -110,5 +111,39 @@ func WaitHTTP(t testing.TB, url string, within time.Duration) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// LockHostCgroups holds, until t ends, the machine-wide lock between the
+// tests that create cgroups outside their own subtree (a Kubernetes node's
+// kubelet makes kubepods at the hierarchy's root and writes its pods'
+// limits) and the test that audits every cgroup it did not create
+// (test/hostguard): run side by side, the audit would take the node's
+// cgroups for the machine's. It waits for the holder, if any.
+func LockHostCgroups(t testing.TB) {
+	t.Helper()
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil || home == "" {
+			home = os.TempDir()
+		}
+		base = filepath.Join(home, ".cache")
+	}
+	dir := filepath.Join(base, "vigil-test")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "host-cgroups.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("testenv: lock %s: %v", f.Name(), err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
 	})
 }
