@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/vigil-agent/vigil/agent/config"
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/node"
@@ -148,29 +146,7 @@ func TestAgentOnRealHost(t *testing.T) { testAgentOnRealHost(t) }
 // TestV2AgentOnRealHost is the same on a real cgroup v2 kernel (microVM).
 func TestV2AgentOnRealHost(t *testing.T) {
 	vmtest.RequireGuest(t)
-	loopbackUp(t)
 	testAgentOnRealHost(t)
-}
-
-// loopbackUp brings the microVM's loopback interface up (the guest boots
-// with it down); it is only called inside the VM.
-func loopbackUp(t *testing.T) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		t.Fatalf("lo flags: %v", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		t.Fatalf("lo up: %v", err)
-	}
 }
 
 func testAgentOnRealHost(t *testing.T) {

@@ -291,11 +291,6 @@ func runCell(ctx context.Context, opts cellOptions) (res CellResult, err error) 
 	critKnobs := c.critical.knobs()
 	critOOM0 := c.critical.oomKills()
 
-	if opts.Agent == "vigil" {
-		if err := loopbackUp(); err != nil {
-			return res, err
-		}
-	}
 	ag, err := startAgent(ctx, c, agentGroup)
 	if err != nil {
 		return res, fmt.Errorf("start %s: %w", opts.Agent, err)
@@ -552,24 +547,4 @@ func countCgroups(c *cell) int {
 		return nil
 	})
 	return n
-}
-
-// loopbackUp brings the loopback interface up when it is down (the microVM
-// boots with lo down; vigil's API listens on 127.0.0.1). On a machine where
-// lo is up, nothing is changed.
-func loopbackUp() error {
-	b, err := os.ReadFile("/sys/class/net/lo/flags")
-	if err != nil {
-		return nil // no sysfs view of lo: leave it
-	}
-	var flags uint64
-	if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "0x%x", &flags); err != nil || flags&1 != 0 {
-		return nil
-	}
-	for _, argv := range [][]string{{"/usr/sbin/ip", "link", "set", "lo", "up"}, {"/sbin/ip", "link", "set", "lo", "up"}, {"ip", "link", "set", "lo", "up"}, {"busybox", "ifconfig", "lo", "up"}} {
-		if exec.Command(argv[0], argv[1:]...).Run() == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("loopback interface is down and could not be brought up (vigil's API needs 127.0.0.1)")
 }

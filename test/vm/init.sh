@@ -31,6 +31,7 @@ mkdir /host/tmp/out
 mount -t 9p -o $O out /host/tmp/out || echo "VM-ERROR mount out"
 mount -t cgroup2 cgroup2 /host/sys/fs/cgroup || echo "VM-ERROR mount cgroup2"
 echo "+cpu +io +memory +pids" > /host/sys/fs/cgroup/cgroup.subtree_control || echo "VM-ERROR subtree_control"
+ifconfig lo 127.0.0.1 up || echo "VM-ERROR loopback"      # tests serve HTTP on 127.0.0.1
 printf '\nVM-START uptime=%s\n' "$(cut -d' ' -f1 /proc/uptime)"
 chroot /host /usr/bin/env -i HOME=/tmp/home TERM=dumb \
   PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
