@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vigil-agent/vigil/remediate"
@@ -315,8 +316,35 @@ func (k *Kube) Scale(ctx context.Context, w Workload, podAnn map[string]string, 
 	if err := k.takeLease(ctx, w, cooldown, cur, want); err != nil {
 		return "", err
 	}
-	sc.Spec.Replicas = want
-	if _, err := scales.update(ctx, sc); err != nil {
+	// The Deployment's controllers update its status all the time, and each
+	// update moves the resourceVersion the scale was read at: a conflict
+	// means "read again", not "someone else scaled". The Lease is ours, so
+	// re-read, re-apply by within the cap and try again.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		sc.Spec.Replicas = want
+		_, err := scales.update(ctx, sc)
+		if !apierrors.IsConflict(err) {
+			return err
+		}
+		fresh, gerr := scales.get(ctx)
+		if gerr != nil {
+			return gerr
+		}
+		if fresh.Spec.Replicas != cur {
+			// Someone else changed the count meanwhile: add by to theirs.
+			cur = fresh.Spec.Replicas
+			want = min(cur+by, limit)
+			if want <= cur {
+				return fmt.Errorf("%w (%d replicas, cap %d)", ErrAtCap, cur, limit)
+			}
+		}
+		sc = fresh
+		return err
+	})
+	if errors.Is(err, ErrAtCap) {
+		return "", fmt.Errorf("%s: %s: %w", ActionScaleOut, w, err)
+	}
+	if err != nil {
 		return "", fmt.Errorf("%s: update scale of %s to %d: %w", ActionScaleOut, w, want, err)
 	}
 	return fmt.Sprintf("scaled %s from %d to %d replicas (cap %d, cooldown %s)", w, cur, want, limit, cooldown), nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/remediate"
@@ -298,6 +300,7 @@ func TestKubernetesActions(t *testing.T) {
 
 	t.Run("scale-out", func(t *testing.T) { testScaleOut(t, f) })
 	t.Run("scale-out of a StatefulSet", func(t *testing.T) { testScaleOutStatefulSet(t, f) })
+	t.Run("scale-out while the Deployment changes under it", func(t *testing.T) { testScaleOutConflict(t, f) })
 	t.Run("rbac", func(t *testing.T) { testRBAC(t, f) })
 }
 
@@ -571,5 +574,92 @@ func testRBAC(t *testing.T, f *fixture) {
 		if err := d.call(); !apierrors.IsForbidden(errors.Unwrap(err)) && !apierrors.IsForbidden(err) {
 			t.Errorf("%s: err = %v, want Forbidden", d.what, err)
 		}
+	}
+}
+
+// interloper changes a Deployment through the admin client just before
+// each of the first n scale updates a client sends reaches the apiserver,
+// the way the deployment controller's status writes and an HPA do on a
+// live cluster.
+type interloper struct {
+	next   http.RoundTripper
+	n      int
+	change func()
+}
+
+func (i *interloper) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/scale") && i.n > 0 {
+		i.n--
+		i.change()
+	}
+	return i.next.RoundTrip(r)
+}
+
+// testScaleOutConflict: the scale read and the scale write are two
+// requests; whatever changes the Deployment between them makes the write
+// conflict. vigil holds the Lease then, so it reads again and scales,
+// adding its replicas to the count it finds, within the cap.
+func testScaleOutConflict(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	clk := &clock{t: time.Now()}
+	pod := deployment(t, f, "apps", "busy", 1, map[string]string{AnnotationMaxReplicas: "5"})
+	deployments := f.cs.AppsV1().Deployments("apps")
+	touch := func(mutate func(*appsv1.Deployment)) func() {
+		return func() {
+			d, err := deployments.Get(ctx, "busy", metav1.GetOptions{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mutate(d)
+			if _, err := deployments.Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	kubeWith := func(il *interloper) *Kube {
+		cfg := rest.CopyConfig(f.api.Config)
+		cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { il.next = rt; return il }
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newKube(t, cs, Config{NodeName: "node-busy", ScaleCooldown: time.Minute, Now: clk.now})
+	}
+
+	// Three metadata writes in a row: three conflicts, then the scale lands.
+	n := 0
+	k := kubeWith(&interloper{n: 3, change: touch(func(d *appsv1.Deployment) {
+		n++
+		d.Annotations["example.com/touched"] = fmt.Sprint(n)
+	})})
+	res, err := (&ScaleOut{k: k}).Do(ctx, request(pod, "rem-busy-1"))
+	if err != nil {
+		t.Fatalf("scale-out under metadata writes: %v", err)
+	}
+	if got := replicas(t, f, "apps", "busy"); got != 2 || !strings.Contains(res.Detail, "from 1 to 2") {
+		t.Errorf("replicas = %d, detail %q; want 2, from 1 to 2", got, res.Detail)
+	}
+
+	// Someone else scales to 4 in between: vigil adds its one to theirs.
+	clk.add(61 * time.Second)
+	k = kubeWith(&interloper{n: 1, change: touch(func(d *appsv1.Deployment) { d.Spec.Replicas = ptr(int32(4)) })})
+	res, err = (&ScaleOut{k: k}).Do(ctx, request(pod, "rem-busy-2"))
+	if err != nil {
+		t.Fatalf("scale-out after another scaled: %v", err)
+	}
+	if got := replicas(t, f, "apps", "busy"); got != 5 || !strings.Contains(res.Detail, "from 4 to 5") {
+		t.Errorf("replicas = %d, detail %q; want 5, from 4 to 5", got, res.Detail)
+	}
+
+	// Someone else scales to the cap in between: vigil stops at the cap.
+	clk.add(61 * time.Second)
+	touch(func(d *appsv1.Deployment) { d.Spec.Replicas = ptr(int32(4)) })()
+	k = kubeWith(&interloper{n: 1, change: touch(func(d *appsv1.Deployment) { d.Spec.Replicas = ptr(int32(5)) })})
+	if _, err := (&ScaleOut{k: k}).Do(ctx, request(pod, "rem-busy-3")); !errors.Is(err, ErrAtCap) {
+		t.Errorf("another scaled to the cap meanwhile: err = %v, want ErrAtCap", err)
+	}
+	if got := replicas(t, f, "apps", "busy"); got != 5 {
+		t.Errorf("replicas = %d, want the cap 5", got)
 	}
 }
