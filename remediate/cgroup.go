@@ -26,6 +26,14 @@ import (
 // (memory.high on v1, soft limits on v2, ...). Ladders move to the next step.
 var ErrUnsupported = errors.New("not supported on this cgroup version")
 
+// notOwnError says a v1 target has no cgroup of its own in a controller
+// (DefaultResolver's Unresolved). It is ErrUnsupported to the ladder: the
+// step is skipped with this reason.
+type notOwnError string
+
+func (e notOwnError) Error() string        { return string(e) }
+func (e notOwnError) Is(target error) bool { return target == ErrUnsupported }
+
 // Knob names a cgroup setting vigil changes and restores. Values are text in
 // one format on both versions:
 //
@@ -49,8 +57,13 @@ type Location = journal.Location
 // Resolver maps a target to its cgroup location.
 type Resolver func(rules.Target) (Location, error)
 
-// DefaultResolver places a target at the same path in every controller under
-// root (/sys/fs/cgroup), as the collectors report it.
+// DefaultResolver places a target under root (/sys/fs/cgroup) at the path
+// the collectors report. On v1 that is its memory cgroup; its cpu and
+// freezer cgroups are at the same path when that exists there, else where
+// its processes are, when that cgroup is theirs alone (v1ControllerPath).
+// A controller without a cgroup of the target's own is left out of Paths,
+// with the reason in Unresolved: its steps are skipped, never applied to
+// a cgroup the target shares.
 func DefaultResolver(root string, version int) Resolver {
 	return func(t rules.Target) (Location, error) {
 		if t.Kind != "cgroup" || t.Path == "" {
@@ -59,11 +72,19 @@ func DefaultResolver(root string, version int) Resolver {
 		if version == 2 {
 			return Location{Version: 2, Root: root, Paths: map[string]string{"": t.Path}}, nil
 		}
-		paths := map[string]string{}
-		for _, c := range []string{"memory", "cpu", "freezer"} {
-			paths[c] = t.Path
+		loc := Location{Version: 1, Root: root, Paths: map[string]string{"memory": t.Path}}
+		for _, c := range []string{"cpu", "freezer"} {
+			p, err := v1ControllerPath(root, c, t.Path)
+			if err != nil {
+				if loc.Unresolved == nil {
+					loc.Unresolved = map[string]string{}
+				}
+				loc.Unresolved[c] = err.Error()
+				continue
+			}
+			loc.Paths[c] = p
 		}
-		return Location{Version: 1, Root: root, Paths: paths}, nil
+		return loc, nil
 	}
 }
 
@@ -355,7 +376,11 @@ func (c *cgroupV1) Location() Location { return c.loc }
 func (c *cgroupV1) dir(controller string) (string, error) {
 	p, ok := c.loc.Paths[controller]
 	if !ok {
-		return "", fmt.Errorf("no %s controller path for %s: %w", controller, c.loc.Paths["memory"], ErrUnsupported)
+		why := c.loc.Unresolved[controller]
+		if why == "" {
+			why = "no path given"
+		}
+		return "", notOwnError(fmt.Sprintf("no %s cgroup of its own for %s: %s", controller, c.loc.Paths["memory"], why))
 	}
 	return filepath.Join(c.loc.Root, controller, p), nil
 }

@@ -68,26 +68,40 @@ func ownCgroup(res Resolver, pid int) string {
 // procCgroup is pid's memory cgroup path from /proc/<pid>/cgroup: the v1
 // memory controller's line, else the v2 "0::" line.
 func procCgroup(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	paths, err := procCgroups(pid)
 	if err != nil {
 		return ""
 	}
-	var v2 string
+	if p, ok := paths["memory"]; ok {
+		return p
+	}
+	return paths[""]
+}
+
+// procCgroups maps each controller named in /proc/<pid>/cgroup to pid's
+// path in it ("4:cpu,cpuacct:/a" gives cpu and cpuacct); the v2 "0::"
+// line is under "".
+func procCgroups(pid int) (map[string]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	paths := map[string]string{}
 	for _, line := range strings.Split(string(b), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
 			continue
 		}
 		if parts[0] == "0" && parts[1] == "" {
-			v2 = parts[2]
+			paths[""] = parts[2]
 		}
 		for _, c := range strings.Split(parts[1], ",") {
-			if c == "memory" {
-				return parts[2]
+			if c != "" {
+				paths[c] = parts[2]
 			}
 		}
 	}
-	return v2
+	return paths, nil
 }
 
 // listsPid reports whether the cgroup directory dir holds pid.

@@ -189,4 +189,8 @@ type Location struct {
 	Version int               `json:"version"`
 	Root    string            `json:"root"`
 	Paths   map[string]string `json:"paths"`
+	// Unresolved says, per v1 controller without a path, why the target
+	// has no cgroup of its own there (for example, its processes share the
+	// root cpu cgroup with the rest of the host).
+	Unresolved map[string]string `json:"unresolved,omitempty"`
 }

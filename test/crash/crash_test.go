@@ -287,13 +287,9 @@ func metric(body []byte, name string) (float64, bool) {
 
 // targets makes n children of a cgtest group, each holding a sleeping
 // process, and returns them with their original CPU quota.
-// With mustAct, it skips where vigil cannot act on them.
-func targets(t *testing.T, n int, mustAct bool) (*cgtest.Group, []*cgtest.Group, []string) {
+func targets(t *testing.T, n int) (*cgtest.Group, []*cgtest.Group, []string) {
 	t.Helper()
 	g := cgtest.New(t, "memory", "cpu")
-	if mustAct && g.Version == 1 && !samePaths(g) {
-		t.Skip("vigil's default resolver finds a v1 target at the same path in every controller; this host's memory and cpu paths differ (the cgroup v2 VM runs this test)")
-	}
 	var kids []*cgtest.Group
 	var quotas []string
 	for i := range n {
@@ -303,13 +299,6 @@ func targets(t *testing.T, n int, mustAct bool) (*cgtest.Group, []*cgtest.Group,
 		quotas = append(quotas, quota(t, c))
 	}
 	return g, kids, quotas
-}
-
-// samePaths reports whether g sits at one path in the memory and cpu
-// hierarchies.
-func samePaths(g *cgtest.Group) bool {
-	m, c := strings.TrimPrefix(g.Dir("memory"), filepath.Join(cgtest.Root, "memory")), strings.TrimPrefix(g.Dir("cpu"), filepath.Join(cgtest.Root, "cpu"))
-	return m == c
 }
 
 // quota is the group's CPU quota: cpu.max on v2, cpu.cfs_quota_us on v1.
@@ -443,7 +432,7 @@ func TestV2Kill9LoopKeepsJournalAndLimits(t *testing.T) {
 
 func testKill9Loop(t *testing.T) {
 	iterations := killIterations()
-	g, kids, quotas := targets(t, 3, true)
+	g, kids, quotas := targets(t, 3)
 	bin := vigilBinary(t)
 	dir := t.TempDir()
 	rulesDir := filepath.Join(dir, "rules")
@@ -608,7 +597,7 @@ func TestV2ReloadUnderFire(t *testing.T) {
 
 func testReloadUnderFire(t *testing.T) {
 	rounds := reloadRounds()
-	g, kids, _ := targets(t, 2, false)
+	g, kids, _ := targets(t, 2)
 	bin := vigilBinary(t)
 	dir := t.TempDir()
 	rulesDir := filepath.Join(dir, "rules")
