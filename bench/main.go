@@ -47,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdLatencyVM(ctx, log, args[1:], stdout)
 	case "vmhelper":
 		return runEarlyOOMHelper(args[1:])
+	case "vmoomd":
+		return runOOMDTrials(args[1:])
 	case "profile":
 		err = cmdProfile(ctx, log, args[1:], stdout)
 	case "micro":

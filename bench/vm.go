@@ -88,19 +88,29 @@ func meminfo(key string) (uint64, error) {
 	return 0, fmt.Errorf("meminfo: no %s", key)
 }
 
-// cmdLatencyVM measures earlyoom in the cgroup v2 microVM (test/vm): a
-// helper drives MemAvailable under earlyoom's threshold, and the time to
-// earlyoom's SIGTERM is taken from the helper's side.
+// cmdLatencyVM measures earlyoom and oomd in the cgroup v2 microVM
+// (test/vm), one after the other in one boot. earlyoom: a helper drives
+// MemAvailable under earlyoom's threshold and stamps earlyoom's SIGTERM
+// itself. oomd: a helper in a child cgroup with memory.max drives its
+// memory.current above oomd's memory_above threshold; oomd SIGKILLs it and
+// its parent stamps the death.
 func cmdLatencyVM(ctx context.Context, log *slog.Logger, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("latency-vm", flag.ContinueOnError)
-	trials := fs.Int("trials", 40, "crossings (each allocates about half the guest's 1 GiB under TCG)")
+	trials := fs.Int("trials", 40, "crossings per peer (each allocates a few hundred MiB under TCG)")
+	peerList := fs.String("peers", "earlyoom,oomd", "peers to measure, comma-separated: earlyoom, oomd")
 	pct := fs.Float64("m", 50, "earlyoom -m: SIGTERM when MemAvailable is below this percentage")
+	limitMiB := fs.Uint64("oomd-limit", 256, "memory.max of each oomd trial cgroup, MiB")
+	ratio := fs.Float64("oomd-ratio", 0.9, "oomd's memory_above threshold as a fraction of memory.max (rounded down to KiB)")
+	interval := fs.Int("oomd-interval", 1, "oomd --interval, seconds (oomd 0.5's own default is 5; Debian's service passes 1)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	earlyoom, err := earlyOOMBinary(ctx)
-	if err != nil {
-		return err
+	peers := map[string]bool{}
+	for _, p := range strings.Split(*peerList, ",") {
+		if p != "earlyoom" && p != "oomd" {
+			return fmt.Errorf("latency-vm: unknown peer %q (want earlyoom, oomd)", p)
+		}
+		peers[p] = true
 	}
 	work, err := os.MkdirTemp("", "vigil-bench-vm-")
 	if err != nil {
@@ -115,80 +125,193 @@ func cmdLatencyVM(ctx context.Context, log *slog.Logger, args []string, stdout i
 	if _, err := goBuild(ctx, log, root, bin, "./bench"); err != nil {
 		return err
 	}
-	script := fmt.Sprintf(`%[1]s -m %[2]g,1 -s 100,100 -r 0 --prefer '^bench$' > %[3]s/earlyoom.log 2>&1 &
+	files := map[string]string{bin: "bench"}
+	var script strings.Builder
+	// The guest's clock source sets the resolution of every stamp.
+	fmt.Fprintf(&script, "cat /sys/devices/system/clocksource/clocksource0/current_clocksource > %s/clocksource\n", vmtest.GuestOutDir)
+	if peers["earlyoom"] {
+		earlyoom, err := earlyOOMBinary(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&script, `%[1]s -m %[2]g,1 -s 100,100 -r 0 --prefer '^bench$' > %[3]s/earlyoom.log 2>&1 &
 EO=$!
 sleep 2
 i=0
-while [ $i -lt %[4]d ]; do %[3]s/bench vmhelper %[2]g >> %[3]s/trials.txt; i=$((i+1)); done
+while [ $i -lt %[4]d ]; do %[3]s/bench vmhelper %[2]g >> %[3]s/earlyoom-trials.txt; i=$((i+1)); done
 kill $EO
 `, earlyoom, *pct, vmtest.GuestOutDir, *trials)
-	res, err := vmtest.Exec(ctx, vmtest.Spec{Script: script, Files: map[string]string{bin: "bench"},
-		Timeout: time.Duration(*trials)*15*time.Second + time.Minute, Logf: func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) }})
+	}
+	limit := *limitMiB << 20
+	thresholdKiB := uint64(*ratio*float64(limit)) >> 10
+	if peers["oomd"] {
+		oomd, libPath, err := oomdBinary(ctx)
+		if err != nil {
+			return err
+		}
+		cfg, err := oomdConfig(thresholdKiB)
+		if err != nil {
+			return err
+		}
+		cfgFile := filepath.Join(work, "oomd.json")
+		if err := os.WriteFile(cfgFile, cfg, 0o644); err != nil {
+			return err
+		}
+		files[cfgFile] = "oomd.json"
+		fmt.Fprintf(&script, `LD_LIBRARY_PATH=%[1]s %[2]s --interval %[3]d --config %[4]s/oomd.json --kmsg-override %[4]s/oomd-kmsg.log > %[4]s/oomd.log 2>&1 &
+OD=$!
+sleep 2
+if kill -0 $OD; then
+  %[4]s/bench vmoomd -trials %[5]d -limit %[6]d -threshold %[7]d -interval %[3]ds > %[4]s/oomd-trials.txt 2>> %[4]s/oomd.log
+  sleep 1  # let oomd finish logging the last kill
+  kill $OD
+else
+  echo "bench: oomd exited within 2 s of its start" >> %[4]s/oomd.log
+fi
+`, libPath, oomd, *interval, vmtest.GuestOutDir, *trials, limit, thresholdKiB<<10)
+	}
+	res, err := vmtest.Exec(ctx, vmtest.Spec{Script: script.String(), Files: files,
+		Timeout: time.Duration(len(peers)**trials)*35*time.Second + 2*time.Minute, Logf: func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) }})
 	if res.OutDir != "" {
 		defer os.RemoveAll(res.OutDir)
 	}
 	if err != nil {
 		return err
 	}
-	b, _ := os.ReadFile(filepath.Join(res.OutDir, "trials.txt"))
-	var lat []time.Duration
-	never, early := 0, 0
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			continue
-		}
-		if f[0] == "early" {
-			early++
-			continue
-		}
-		c, err1 := strconv.ParseInt(f[0], 10, 64)
-		t, err2 := strconv.ParseInt(f[1], 10, 64)
-		if err1 != nil || err2 != nil {
-			never++
-			continue
-		}
-		lat = append(lat, time.Duration(t-c))
-	}
-	d := distOf(lat)
-	fmt.Fprintf(stdout, "earlyoom 1.7 in the cgroup v2 microVM (TCG, 2 vCPU, 1 GiB), -m %g: MemAvailable crossing → SIGTERM received\n\n", *pct)
+	clock, _ := os.ReadFile(filepath.Join(res.OutDir, "clocksource"))
+	fmt.Fprintf(stdout, "Crossing → signal in the cgroup v2 microVM (TCG, 2 vCPU, 1 GiB, kernel %s, clock source %s), %d trials per peer\n\n",
+		res.Kernel, strings.TrimSpace(string(clock)), *trials)
 	fmt.Fprintln(stdout, "| observer | trials | p50 | p99 | max |")
 	fmt.Fprintln(stdout, "|---|---:|---:|---:|---:|")
-	fmt.Fprintf(stdout, "| earlyoom (v2 microVM) | %d | %s | %s | %s |\n", d.N, fmtDur(d.P50), fmtDur(d.P99), fmtDur(d.Max))
-	fmt.Fprintf(stdout, "\nNo SIGTERM within 30 s: %d; SIGTERM before the helper saw the crossing: %d; guest exit %d, boot %v, elapsed %v\n",
-		never, early, res.ExitCode, res.Boot, res.Elapsed)
+	var notes []string
+	for _, p := range []struct{ name, row, file, note string }{
+		{"earlyoom", fmt.Sprintf("earlyoom 1.7, `-m %g,1`: MemAvailable crossing → SIGTERM received", *pct), "earlyoom-trials.txt",
+			"earlyoom: no SIGTERM within 30 s: %d; SIGTERM before the helper saw the crossing: %d; other: %d"},
+		{"oomd", fmt.Sprintf("oomd %s, `--interval %d`, memory_above %d KiB (%g × memory.max %d MiB): memory.current crossing → SIGKILLed helper reaped", oomdVersion, *interval, thresholdKiB, *ratio, *limitMiB), "oomd-trials.txt",
+			"oomd: no SIGKILL within 30 s: %d; killed before the helper saw the crossing: %d; died another way (exit, other signal, kernel OOM kill): %d"},
+	} {
+		if !peers[p.name] {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join(res.OutDir, p.file))
+		tr := parseVMTrials(b)
+		d := distOf(tr.lat)
+		fmt.Fprintf(stdout, "| %s | %d | %s | %s | %s |\n", p.row, d.N, fmtDur(d.P50), fmtDur(d.P99), fmtDur(d.Max))
+		notes = append(notes, fmt.Sprintf(p.note, tr.never, tr.early, tr.other))
+		if d.N == 0 {
+			logTail, _ := os.ReadFile(filepath.Join(res.OutDir, p.name+".log"))
+			notes = append(notes, fmt.Sprintf("%s measured nothing; the tail of its log:\n%s", p.name, tailLines(string(logTail), 20)))
+		}
+	}
+	if peers["oomd"] {
+		kills, _ := os.ReadFile(filepath.Join(res.OutDir, "oomd-kmsg.log"))
+		lines := strings.Split(strings.TrimSpace(string(kills)), "\n")
+		notes = append(notes, fmt.Sprintf("oomd's kill log (--kmsg-override): %d lines, the last: %s", len(lines), lines[len(lines)-1]))
+	}
+	fmt.Fprintf(stdout, "\n%s\nguest exit %d, boot %v, elapsed %v\n", strings.Join(notes, "\n"), res.ExitCode, res.Boot, res.Elapsed)
 	return nil
 }
 
-// earlyOOMBinary is Debian's earlyoom, unpacked (never installed: its
-// package would start a host-wide service) into the bench cache. The guest
-// sees the host's root read-only, so the path works there too.
+// vmTrials is what the guest helpers reported, one line per trial.
+type vmTrials struct {
+	lat                 []time.Duration
+	never, early, other int
+}
+
+// parseVMTrials reads "<crossing ns> <signal ns>", "<crossing ns> never",
+// "early <ns>" and "<crossing ns> other <why>" lines.
+func parseVMTrials(b []byte) vmTrials {
+	var tr vmTrials
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) < 2:
+		case f[0] == "early":
+			tr.early++
+		case f[1] == "never":
+			tr.never++
+		case f[1] == "other":
+			tr.other++
+		default:
+			c, err1 := strconv.ParseInt(f[0], 10, 64)
+			t, err2 := strconv.ParseInt(f[1], 10, 64)
+			if err1 != nil || err2 != nil {
+				tr.other++
+				continue
+			}
+			tr.lat = append(tr.lat, time.Duration(t-c))
+		}
+	}
+	return tr
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// earlyOOMBinary is Debian's earlyoom unpacked into the bench cache.
 func earlyOOMBinary(ctx context.Context) (string, error) {
+	dir, err := cachedDeb(ctx, "earlyoom", "1.7")
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "usr", "bin", "earlyoom"), nil
+}
+
+// cachedDeb is <bench cache>/<pkg>-<version>: Debian's package unpacked
+// there once (never installed: earlyoom's and oomd's packages would start
+// host-wide services). The guest sees the host's root read-only, so paths
+// under it work there too.
+func cachedDeb(ctx context.Context, pkg, version string) (string, error) {
 	cache, err := cacheDir()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(cache, "earlyoom-1.7")
-	bin := filepath.Join(dir, "usr", "bin", "earlyoom")
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
+	dir := filepath.Join(cache, pkg+"-"+version)
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
 	}
-	tmp, err := os.MkdirTemp("", "vigil-bench-deb-")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", err
+	}
+	staging, err := os.MkdirTemp(cache, "."+pkg+"-")
 	if err != nil {
 		return "", err
 	}
+	defer os.RemoveAll(staging)
+	if err := unpackDeb(ctx, pkg, version, staging); err != nil {
+		return "", err
+	}
+	if err := os.Rename(staging, dir); err != nil {
+		return "", fmt.Errorf("cache %s: %w", pkg, err)
+	}
+	return dir, nil
+}
+
+// unpackDeb downloads Debian's pkg with apt-get and unpacks it into dir
+// with dpkg -x; a non-empty version must prefix the package's version.
+func unpackDeb(ctx context.Context, pkg, version, dir string) error {
+	tmp, err := os.MkdirTemp("", "vigil-bench-deb-")
+	if err != nil {
+		return err
+	}
 	defer os.RemoveAll(tmp)
-	dl := exec.CommandContext(ctx, "apt-get", "download", "earlyoom")
+	dl := exec.CommandContext(ctx, "apt-get", "download", pkg)
 	dl.Dir = tmp
 	if b, err := dl.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("apt-get download earlyoom (run apt-get update first?): %w: %s", err, b)
+		return fmt.Errorf("apt-get download %s (run apt-get update first?): %w: %s", pkg, err, b)
 	}
-	debs, _ := filepath.Glob(filepath.Join(tmp, "earlyoom_*.deb"))
+	debs, _ := filepath.Glob(filepath.Join(tmp, pkg+"_*.deb"))
 	if len(debs) != 1 {
-		return "", fmt.Errorf("apt-get download earlyoom left %d packages", len(debs))
+		return fmt.Errorf("apt-get download %s left %d packages", pkg, len(debs))
+	}
+	// <pkg>_<version>_<arch>.deb, an epoch's ':' written as %3a.
+	if got := strings.Split(filepath.Base(debs[0]), "_")[1]; !strings.HasPrefix(got, version) {
+		return fmt.Errorf("apt-get download %s gave version %s, want %s", pkg, got, version)
 	}
 	if b, err := exec.CommandContext(ctx, "dpkg", "-x", debs[0], dir).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("dpkg -x %s: %w: %s", debs[0], err, b)
+		return fmt.Errorf("dpkg -x %s: %w: %s", debs[0], err, b)
 	}
-	return bin, nil
+	return nil
 }
