@@ -115,12 +115,17 @@ func oomdConfig(thresholdKiB uint64) ([]byte, error) {
 // returns. One line per trial: "<crossing ns> <reaped ns>", "<crossing ns>
 // never" (no kill within 30 s), "early <ns>" (killed before its crossing),
 // or "<crossing ns> other <why>" (died some other way).
+//
+// With -self-kill (run after oomd has stopped) the parent SIGKILLs each
+// helper itself once it holds its memory, and prints "<kill ns> <reaped
+// ns>": the part of oomd's figure that is the victim's exit and reaping.
 func runOOMDTrials(args []string) int {
 	fs := flag.NewFlagSet("vmoomd", flag.ContinueOnError)
 	trials := fs.Int("trials", 1, "")
 	limit := fs.Uint64("limit", 256<<20, "memory.max, bytes")
 	threshold := fs.Uint64("threshold", 0, "oomd's memory_above threshold, bytes")
 	interval := fs.Duration("interval", time.Second, "oomd's interval")
+	selfKill := fs.Bool("self-kill", false, "kill each helper from here instead of waiting for oomd")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -140,7 +145,7 @@ func runOOMDTrials(args []string) int {
 		return 1
 	}
 	for i := range *trials {
-		line, err := oomdTrial(self, filepath.Join(parent, "trial-"+strconv.Itoa(i)), *limit, *threshold, *interval)
+		line, err := oomdTrial(self, filepath.Join(parent, "trial-"+strconv.Itoa(i)), *limit, *threshold, *interval, *selfKill)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "vmoomd:", err)
 			return 1
@@ -150,7 +155,7 @@ func runOOMDTrials(args []string) int {
 	return 0
 }
 
-func oomdTrial(self, dir string, limit, threshold uint64, interval time.Duration) (string, error) {
+func oomdTrial(self, dir string, limit, threshold uint64, interval time.Duration, selfKill bool) (string, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return "", err
 	}
@@ -194,6 +199,12 @@ func oomdTrial(self, dir string, limit, threshold uint64, interval time.Duration
 		at  time.Time
 		err error
 	}
+	var killed time.Time
+	if selfKill {
+		time.Sleep(200 * time.Millisecond) // the helper's 4 MiB past the crossing
+		killed = time.Now()
+		_ = cmd.Process.Kill()
+	}
 	done := make(chan reaped, 1)
 	go func() { err := cmd.Wait(); done <- reaped{time.Now(), err} }()
 	var r reaped
@@ -216,6 +227,9 @@ func oomdTrial(self, dir string, limit, threshold uint64, interval time.Duration
 	}
 	if n := oomKills(dir); n > 0 {
 		return fmt.Sprintf("%s other kernel-oom-kill", line), nil
+	}
+	if selfKill {
+		return fmt.Sprintf("%d %d", killed.UnixNano(), r.at.UnixNano()), nil
 	}
 	return fmt.Sprintf("%s %d", line, r.at.UnixNano()), nil
 }

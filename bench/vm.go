@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -165,6 +166,7 @@ if kill -0 $OD; then
   %[4]s/bench vmoomd -trials %[5]d -limit %[6]d -threshold %[7]d -interval %[3]ds > %[4]s/oomd-trials.txt 2>> %[4]s/oomd.log
   sleep 1  # let oomd finish logging the last kill
   kill $OD
+  %[4]s/bench vmoomd -self-kill -trials %[5]d -limit %[6]d -threshold %[7]d > %[4]s/reap-trials.txt 2>> %[4]s/oomd.log
 else
   echo "bench: oomd exited within 2 s of its start" >> %[4]s/oomd.log
 fi
@@ -189,6 +191,8 @@ fi
 			"earlyoom: no SIGTERM within 30 s: %d; SIGTERM before the helper saw the crossing: %d; other: %d"},
 		{"oomd", fmt.Sprintf("oomd %s, `--interval %d`, memory_above %d KiB (%g × memory.max %d MiB): memory.current crossing → SIGKILLed helper reaped", oomdVersion, *interval, thresholdKiB, *ratio, *limitMiB), "oomd-trials.txt",
 			"oomd: no SIGKILL within 30 s: %d; killed before the helper saw the crossing: %d; died another way (exit, other signal, kernel OOM kill): %d"},
+		{"oomd", "the same helper SIGKILLed by its parent (oomd stopped) → reaped: the exit part of the oomd row", "reap-trials.txt",
+			"parent's own kills: not reaped within 30 s: %d; -: %d; died another way: %d"},
 	} {
 		if !peers[p.name] {
 			continue
@@ -197,7 +201,7 @@ fi
 		tr := parseVMTrials(b)
 		d := distOf(tr.lat)
 		fmt.Fprintf(stdout, "| %s | %d | %s | %s | %s |\n", p.row, d.N, fmtDur(d.P50), fmtDur(d.P99), fmtDur(d.Max))
-		notes = append(notes, fmt.Sprintf(p.note, tr.never, tr.early, tr.other))
+		notes = append(notes, fmt.Sprintf(p.note, tr.never, tr.early, tr.other)+"; "+spread(tr.lat))
 		if d.N == 0 {
 			logTail, _ := os.ReadFile(filepath.Join(res.OutDir, p.name+".log"))
 			notes = append(notes, fmt.Sprintf("%s measured nothing; the tail of its log:\n%s", p.name, tailLines(string(logTail), 20)))
@@ -243,6 +247,16 @@ func parseVMTrials(b []byte) vmTrials {
 		}
 	}
 	return tr
+}
+
+// spread is min, p25, p75 and p90 (nearest rank, as in the tables).
+func spread(v []time.Duration) string {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("min %s, p25 %s, p75 %s, p90 %s", fmtDur(s[0]), fmtDur(percentile(s, .25)), fmtDur(percentile(s, .75)), fmtDur(percentile(s, .9)))
 }
 
 func tailLines(s string, n int) string {
