@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime/debug"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,17 +75,14 @@ type Agent struct {
 	addr     atomic.Pointer[string]
 
 	// Loop state, owned by the loop goroutine.
-	nextDiscovery  time.Time
-	watcher        eventWatcher
-	watcherStop    func()
-	watches        *watchReconciler // registers notifications off the loop
-	pendingPaths   map[string]struct{}
-	pendingFull    bool
-	pendingTrigger *collectors.Event
-	lastOffCycle   time.Time
-	lastErr        map[string]string // collector -> last error logged
-	untracked      map[string]uint64 // cgroupfs reason -> count at the last discovery
-	scratchPaths   []string
+	nextDiscovery time.Time
+	watcher       eventWatcher
+	watcherStop   func()
+	watches       *watchReconciler // registers notifications off the loop
+	offCycle      *offCycleQueue
+	lastErr       map[string]string // collector -> last error logged
+	untracked     map[string]uint64 // cgroupfs reason -> count at the last discovery
+	scratchPaths  []string
 
 	ruleWatch *ruleDirWatch
 
@@ -116,20 +112,20 @@ func New(opts Options) (*Agent, error) {
 		log = slog.Default()
 	}
 	a := &Agent{
-		log:          log,
-		logLevel:     opts.LogLevel,
-		reload:       opts.Reload,
-		info:         ReadBuildInfo(),
-		reg:          newRegistry(),
-		mux:          http.NewServeMux(),
-		health:       newHealth(),
-		snaps:        newSnapshotBuffers(),
-		reloadCh:     make(chan struct{}, 1),
-		started:      make(chan struct{}),
-		pendingPaths: map[string]struct{}{},
-		lastErr:      map[string]string{},
-		untracked:    map[string]uint64{},
-		stats:        newCollectorStats(),
+		log:       log,
+		logLevel:  opts.LogLevel,
+		reload:    opts.Reload,
+		info:      ReadBuildInfo(),
+		reg:       newRegistry(),
+		mux:       http.NewServeMux(),
+		health:    newHealth(),
+		snaps:     newSnapshotBuffers(),
+		reloadCh:  make(chan struct{}, 1),
+		started:   make(chan struct{}),
+		offCycle:  newOffCycleQueue(),
+		lastErr:   map[string]string{},
+		untracked: map[string]uint64{},
+		stats:     newCollectorStats(),
 	}
 	a.cfg.Store(opts.Config)
 	a.metrics = newSelfMetrics(a.reg, a.info)
@@ -325,7 +321,21 @@ func (a *Agent) loop(ctx context.Context) {
 	a.tick(time.Now(), nil)
 	ticker := time.NewTicker(cfg.Tick)
 	defer ticker.Stop()
-	var debounce <-chan time.Time
+	// debounce fires when events held back by events.min_interval or the
+	// off-cycle budget are due.
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	var debounceC <-chan time.Time
+	flush := func(now time.Time) {
+		if next := a.flushEvents(now); next.IsZero() {
+			debounce.Stop()
+			debounceC = nil
+		} else {
+			debounce.Reset(time.Until(next))
+			debounceC = debounce.C
+		}
+	}
 	for {
 		var evCh <-chan collectors.Event
 		if a.watcher != nil {
@@ -346,15 +356,9 @@ func (a *Agent) loop(ctx context.Context) {
 			}
 			a.onEvent(ev)
 			a.drainEvents(evCh)
-			wait := a.cfg.Load().Events.MinInterval - time.Since(a.lastOffCycle)
-			if wait <= 0 {
-				a.flushEvents(time.Now())
-			} else if debounce == nil {
-				debounce = time.After(wait)
-			}
-		case now := <-debounce:
-			debounce = nil
-			a.flushEvents(now)
+			flush(time.Now())
+		case now := <-debounceC:
+			flush(now)
 		case <-a.reloadCh:
 			if old, cur := cfg, a.applyReload(ctx); cur != old {
 				cfg = cur
@@ -537,15 +541,7 @@ func (a *Agent) watch(version int, path string, threshold uint64, ev config.Even
 
 func (a *Agent) onEvent(ev collectors.Event) {
 	a.metrics.eventsReceived.WithLabelValues(ev.Kind).Inc()
-	if ev.Path == "" {
-		a.pendingFull = true
-	} else {
-		a.pendingPaths[ev.Path] = struct{}{}
-	}
-	if a.pendingTrigger == nil {
-		e := ev
-		a.pendingTrigger = &e
-	}
+	a.offCycle.add(ev)
 }
 
 // drainEvents takes every event already queued, so a burst costs one
@@ -564,39 +560,32 @@ func (a *Agent) drainEvents(ch <-chan collectors.Event) {
 	}
 }
 
-// flushEvents takes the off-cycle snapshot the pending events ask for: a
-// full one for node-wide events, else a partial one of the cgroups
-// concerned, and runs it through the pipeline.
-func (a *Agent) flushEvents(now time.Time) {
-	if a.pendingTrigger == nil {
-		return
-	}
-	trigger := a.pendingTrigger
-	a.metrics.offCycle.Inc()
-	a.lastOffCycle = now
-	if a.pendingFull {
-		a.tick(now, trigger)
-	} else {
-		paths := a.scratchPaths[:0]
-		for p := range a.pendingPaths {
-			paths = append(paths, p)
-		}
-		sort.Strings(paths)
-		a.scratchPaths = paths
+// flushEvents takes the off-cycle snapshot the due events ask for (see
+// offCycleQueue): a full one for a node-wide event, else a partial one of
+// the cgroups concerned, and runs it through the pipeline. It returns when
+// the events still held back are due (zero: none).
+func (a *Agent) flushEvents(now time.Time) time.Time {
+	b, next := a.offCycle.take(now, a.cfg.Load().Events.MinInterval, a.scratchPaths)
+	a.scratchPaths = b.paths
+	switch {
+	case b.full:
+		a.metrics.offCycle.Inc()
+		a.tick(now, b.trigger)
+	case len(b.paths) > 0:
+		a.metrics.offCycle.Inc()
 		var node *collectors.NodeSample
 		if latest := a.snaps.latest(); latest != nil {
 			node = &latest.Node
 		}
-		err := a.sampler.sweepPaths(now, paths, node, &a.partial)
-		a.partial.Trigger = trigger
+		err := a.sampler.sweepPaths(now, b.paths, node, &a.partial)
+		a.partial.Trigger = b.trigger
 		a.enrich(&a.partial)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			a.noteError(collectorCgroups, "off-cycle sweep", err)
 		}
 		a.pipeline.process(&a.partial, now)
 	}
-	clear(a.pendingPaths)
-	a.pendingFull, a.pendingTrigger = false, nil
+	return next
 }
 
 // applyReload loads the new configuration and applies what can change

@@ -295,8 +295,8 @@ type Events struct {
 	// MaxWatchedCgroups bounds the cgroups with kernel notifications (each
 	// costs file descriptors); the rest are seen at the next tick.
 	MaxWatchedCgroups int `yaml:"max_watched_cgroups" json:"max_watched_cgroups"`
-	// MinInterval coalesces events: at most one off-cycle snapshot per
-	// MinInterval.
+	// MinInterval coalesces events: at most one off-cycle snapshot of a
+	// cgroup (or node-wide) per MinInterval.
 	MinInterval time.Duration `yaml:"min_interval" json:"min_interval"`
 	PSI         PSITrigger    `yaml:"psi" json:"psi"`
 }
