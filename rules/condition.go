@@ -623,6 +623,11 @@ type evalContext struct {
 	target *series
 	node   *series
 	now    int64
+	// statNow is when the target's memory.stat values were read (the
+	// collector reuses a recent read for quiet cgroups: derived
+	// stat_age_seconds); history functions of those signals end there.
+	// Zero means now.
+	statNow int64
 	// tick numbers Evaluate calls for the per-tick memo of history
 	// function results (0: no memo, as in Verify).
 	tick uint64
@@ -730,7 +735,11 @@ func evalHistory(kind fnKind, cv, specv, horizonv ref.Val) ref.Val {
 
 func (c *evalContext) historyRaw(kind fnKind, id signalID, window time.Duration, horizon float64) float64 {
 	cur, r := c.float(id)
-	return historyValue(kind, r, c.now, int64(window), horizon, cur)
+	now := c.now
+	if c.statNow != 0 && statSignal(id) {
+		now = c.statNow
+	}
+	return historyValue(kind, r, now, int64(window), horizon, cur)
 }
 
 func (c *evalContext) memoSeries(spec int64) *series {

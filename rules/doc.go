@@ -79,6 +79,13 @@
 //	                         usable in the history functions:
 //	                         increase(log_matches("OutOfMemoryError"), "5m") >= 2
 //
+// The stat.* signals come from memory.stat, which the collector re-reads
+// for a quiet cgroup only every few seconds (derived.stat_age_seconds says
+// how old the read is). Their history holds one point per read, at the
+// read's time, and the functions over them end at the latest read: a
+// window shorter than the re-read interval (collect.stat_max_age, 5 s)
+// may hold no earlier read, and gives NaN rather than a step.
+//
 // Signals whose source is absent are NaN: log.matches_total and
 // log_matches(...) without followed log files, service.* (OTLP RED of the
 // service joined to the cgroup) without spans, so

@@ -234,17 +234,18 @@ func (e *Engine) evaluate(snap *collectors.Snapshot, now time.Time) []Finding {
 			t.series.set(si, cgroupValue(si, c))
 		}
 		ctx.target, ctx.path, ctx.isNode = t.series, t.path, false
+		ctx.statNow = statReadAt(c, nowNs)
 		for _, ri := range t.match {
 			out = e.step(set.Rules[ri], ri, t, ctx, now, out)
 		}
-		pushHistory(t.series, nowNs)
+		pushHistory(t.series, nowNs, ctx.statNow)
 	}
 	if nodeTick {
-		ctx.target, ctx.path, ctx.isNode = nd.series, "", true
+		ctx.target, ctx.path, ctx.isNode, ctx.statNow = nd.series, "", true, 0
 		for _, ri := range nd.match {
 			out = e.step(set.Rules[ri], ri, nd, ctx, now, out)
 		}
-		pushHistory(nd.series, nowNs)
+		pushHistory(nd.series, nowNs, nowNs)
 	}
 	*ctx = evalContext{}
 	if !snap.Partial {
@@ -253,11 +254,18 @@ func (e *Engine) evaluate(snap *collectors.Snapshot, now time.Time) []Finding {
 	return out
 }
 
-func pushHistory(s *series, now int64) {
+// pushHistory appends the tick's values to the target's rings: at now,
+// and the memory.stat signals of a cgroup at statAt, when they were read.
+func pushHistory(s *series, now, statAt int64) {
 	for i, r := range s.rings {
-		if r != nil {
-			r.push(now, s.vals[i])
+		if r == nil {
+			continue
 		}
+		t := now
+		if statAt != now && statSignal(signalID(i)) {
+			t = statAt
+		}
+		r.push(t, s.vals[i])
 	}
 }
 
@@ -597,6 +605,7 @@ func (e *Engine) Verify(c *Condition, snap *collectors.Snapshot, tgt Target) (bo
 			}
 		}
 		ctx.target, ctx.path = s, tgt.Path
+		ctx.statNow = statReadAt(sample, ctx.now)
 	}
 	holds, err := c.eval(ctx)
 	ev := map[string]float64{}

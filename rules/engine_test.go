@@ -578,3 +578,45 @@ func TestConcurrentUse(t *testing.T) {
 	close(done)
 	wg.Wait()
 }
+
+// TestHistoryOfReusedStatReads: the collector reads a quiet cgroup's
+// memory.stat every few seconds and reuses the read in between (derived
+// stat_age_seconds). History functions of stat.* signals use the read
+// times: a counter growing 100/s, read every 5 s and evaluated every
+// second, has rate 100 at every tick, not a flat run and a step.
+func TestHistoryOfReusedStatReads(t *testing.T) {
+	const expr = `rate(stat.pgmajfault, "6s")`
+	set := mustLoad(t, `rules:
+- name: majfaults
+  condition: '`+expr+` >= 99.999 && `+expr+` <= 100.001'
+  actions:
+  - action: x
+    verify: '`+expr+` >= 99.999 && `+expr+` <= 100.001 && deriv(stat.pgmajfault, "6s") >= 99.999'
+`)
+	e := NewEngine(set, EngineOptions{})
+	sample := func(sec int) *collectors.Snapshot {
+		read := sec - sec%5 // the read in use
+		c := cg("/a", 100, 1000)
+		c.Stat.Pgmajfault = uint64(read * 100)
+		c.Derived.StatAgeSeconds = float64(sec - read)
+		snap := snapOf(c)
+		snap.Time = t0.Add(time.Duration(sec) * time.Second)
+		return snap
+	}
+	for sec := 0; sec < 14; sec++ {
+		snap := sample(sec)
+		// From the second read on there is a read inside the window: the
+		// rule fires then and holds at every tick (no resolved).
+		var want []string
+		if sec == 5 {
+			want = []string{"majfaults /a firing enforce"}
+		}
+		if got := brief(e.Evaluate(snap, snap.Time)); !reflect.DeepEqual(got, want) {
+			t.Errorf("at %ds (stat read at %ds): findings %v, want %v", sec, sec-sec%5, got, want)
+		}
+	}
+	ok, ev, err := e.Verify(set.Rules[0].Actions[0].Verify, sample(14), Target{Kind: TargetCgroup, Path: "/a"})
+	if err != nil || !ok {
+		t.Errorf("verify at 14 s (stat read at 10 s) = %v %v, evidence %v; want rate and deriv 100", ok, err, ev)
+	}
+}

@@ -2,13 +2,42 @@ package rules
 
 import (
 	"math"
+	"strings"
 
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
+
+	"github.com/vigil-agent/vigil/collectors"
 )
 
 // DefaultHistorySize is the number of samples kept per signal per target.
 const DefaultHistorySize = 64
+
+// statSlots marks the cgroup signals read from memory.stat ("stat.*").
+// The collector may reuse a read of a few seconds for a quiet cgroup, so
+// their history is stamped with the read's time, not the snapshot's:
+// rate() and friends then see one point per read at its true time instead
+// of a flat run and a step.
+var statSlots = func() []bool {
+	slots := make([]bool, len(collectors.CgroupSignals))
+	for i, s := range collectors.CgroupSignals {
+		slots[i] = strings.HasPrefix(s.Name, "stat.")
+	}
+	return slots
+}()
+
+func statSignal(id signalID) bool {
+	return id >= 0 && int(id) < len(statSlots) && statSlots[id]
+}
+
+// statReadAt is when sample's memory.stat values were read, in unix ns
+// (now when they were read for this snapshot).
+func statReadAt(c *collectors.CgroupSample, now int64) int64 {
+	if age := c.Derived.StatAgeSeconds; age > 0 {
+		return now - int64(math.Round(age*1e9))
+	}
+	return now
+}
 
 // series is one target's signal values: the current tick's, boxed once for
 // CEL, and the history rings of the signals the rules use in functions.
