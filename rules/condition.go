@@ -736,7 +736,9 @@ func evalHistory(kind fnKind, cv, specv, horizonv ref.Val) ref.Val {
 func (c *evalContext) historyRaw(kind fnKind, id signalID, window time.Duration, horizon float64) float64 {
 	cur, r := c.float(id)
 	now := c.now
-	if c.statNow != 0 && statSignal(id) {
+	// Windows of stat.* signals end at their read; delta(s), the change
+	// since the previous evaluation, is 0 while a read is reused.
+	if c.statNow != 0 && kind != fnDeltaTick && statSignal(id) {
 		now = c.statNow
 	}
 	return historyValue(kind, r, now, int64(window), horizon, cur)

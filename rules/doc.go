@@ -84,7 +84,8 @@
 // how old the read is). Their history holds one point per read, at the
 // read's time, and the functions over them end at the latest read: a
 // window shorter than the re-read interval (collect.stat_max_age, 5 s)
-// may hold no earlier read, and gives NaN rather than a step.
+// may hold no earlier read, and gives NaN rather than a step; delta(s) is
+// 0 while a read is reused and the change between reads at a new one.
 //
 // Signals whose source is absent are NaN: log.matches_total and
 // log_matches(...) without followed log files, service.* (OTLP RED of the

@@ -591,7 +591,7 @@ func TestHistoryOfReusedStatReads(t *testing.T) {
   condition: '`+expr+` >= 99.999 && `+expr+` <= 100.001'
   actions:
   - action: x
-    verify: '`+expr+` >= 99.999 && `+expr+` <= 100.001 && deriv(stat.pgmajfault, "6s") >= 99.999'
+    verify: '`+expr+` >= 99.999 && `+expr+` <= 100.001 && deriv(stat.pgmajfault, "6s") >= 99.999 && delta(stat.pgmajfault) == 0'
 `)
 	e := NewEngine(set, EngineOptions{})
 	sample := func(sec int) *collectors.Snapshot {
@@ -615,8 +615,23 @@ func TestHistoryOfReusedStatReads(t *testing.T) {
 			t.Errorf("at %ds (stat read at %ds): findings %v, want %v", sec, sec-sec%5, got, want)
 		}
 	}
+	// At 14 s the read of 10 s is reused: rate and deriv 100 over the
+	// reads, and no change since the previous evaluation.
 	ok, ev, err := e.Verify(set.Rules[0].Actions[0].Verify, sample(14), Target{Kind: TargetCgroup, Path: "/a"})
 	if err != nil || !ok {
-		t.Errorf("verify at 14 s (stat read at 10 s) = %v %v, evidence %v; want rate and deriv 100", ok, err, ev)
+		t.Errorf("verify at 14 s (stat read at 10 s) = %v %v, evidence %v; want rate and deriv 100, delta 0", ok, err, ev)
+	}
+	// At 15 s a new read: the change since the previous evaluation is the
+	// whole change between the reads.
+	set2 := mustLoad(t, `rules:
+- name: d
+  condition: 'true'
+  actions:
+  - action: x
+    verify: 'delta(stat.pgmajfault) == 500'
+`)
+	e.Swap(set2)
+	if ok, ev, err := e.Verify(set2.Rules[0].Actions[0].Verify, sample(15), Target{Kind: TargetCgroup, Path: "/a"}); err != nil || !ok {
+		t.Errorf("verify at 15 s (a new read) = %v %v, evidence %v; want delta 500", ok, err, ev)
 	}
 }
