@@ -209,6 +209,12 @@ func startPeer(p peer, logPath string) (*process, error) {
 
 func (p *process) pid() int { return p.cmd.Process.Pid }
 
+// exitError says how the process ended and what it last wrote.
+func (p *process) exitError(name, when string) error {
+	b, _ := os.ReadFile(p.logFile.Name())
+	return fmt.Errorf("%s exited %s (%v; log %s):\n%s", name, when, p.cmd.ProcessState, p.logFile.Name(), tailLines(string(b), 20))
+}
+
 func (p *process) exited() bool {
 	select {
 	case <-p.done:

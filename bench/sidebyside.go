@@ -188,6 +188,14 @@ func SideBySide(ctx context.Context, log *slog.Logger, opts SideBySideOptions) (
 				}
 				var res PeerResult
 				res, err = measurePeer(ctx, log, p, n, opts, work)
+				if errors.Is(err, errStartupExit) {
+					// A peer that dies while it first walks the hierarchy
+					// (cAdvisor exits when a cgroup it is about to watch
+					// vanishes, e.g. other jobs' cgroups on a shared host)
+					// gets one more start; the first failure is logged.
+					log.Warn("peer exited during start-up; starting it once more", "peer", name, "cgroups", n, "err", err)
+					res, err = measurePeer(ctx, log, p, n, opts, work)
+				}
 				if errors.Is(err, errNoStart) {
 					res.Note, err = err.Error(), nil
 					log.Warn("peer never served metrics", "peer", name, "cgroups", n, "err", res.Note)
@@ -265,7 +273,10 @@ func resolvePeer(ctx context.Context, log *slog.Logger, name string, opts SideBy
 	return peer{}, fmt.Errorf("unknown peer %q", name)
 }
 
-var errNoStart = errors.New("no metrics served")
+var (
+	errNoStart     = errors.New("no metrics served")
+	errStartupExit = errors.New("exited during start-up")
+)
 
 // measurePeer starts p, waits for its first good scrape, then scrapes once
 // a second for warmup+duration while sampling its CPU time and RSS.
@@ -282,7 +293,7 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 	// Ready: first successful scrape with series, within 2 minutes.
 	for {
 		if proc.exited() {
-			return res, fmt.Errorf("%s exited during start-up (log: %s)", p.Name, proc.logFile.Name())
+			return res, fmt.Errorf("%w: %w", errStartupExit, proc.exitError(p.Name, "before serving metrics"))
 		}
 		if _, series, _, err := sc.scrape(ctx); err == nil && series > 0 {
 			break
@@ -320,7 +331,7 @@ func measurePeer(ctx context.Context, log *slog.Logger, p peer, n int, opts Side
 		case <-tick.C:
 		}
 		if proc.exited() {
-			return res, fmt.Errorf("%s exited while measured (log: %s)", p.Name, proc.logFile.Name())
+			return res, proc.exitError(p.Name, "while measured")
 		}
 		now := time.Now()
 		if !haveStart && !now.Before(measureFrom) {
