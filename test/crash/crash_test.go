@@ -111,10 +111,8 @@ func vigilBinary(t *testing.T) string {
 	buildOnce.Do(func() {
 		if b := os.Getenv(binaryEnv); b != "" {
 			// Built by the host for the VM guest, which runs it from the
-			// host's root shared over 9p. (Copying it to the guest's
-			// tmpfs first did not change the long loop's stall after 75
-			// kills, and reading 105 MB over 9p under TCG on a busy host
-			// cost minutes.)
+			// host's root shared over 9p (copying 105 MB over 9p into
+			// the guest's tmpfs under TCG on a busy host cost minutes).
 			binary = b
 			return
 		}
@@ -414,19 +412,10 @@ func (p *agentProc) records() ([]ackedRecord, error) {
 func TestKill9LoopKeepsJournalAndLimits(t *testing.T) { testKill9Loop(t) }
 
 // TestV2Kill9LoopKeepsJournalAndLimits is the loop on cgroup v2 (cpu.max),
-// in the VM. It runs only when asked for (-long or -crash.kills=N, handed
-// to the guest as VIGIL_CRASH_KILLS): under TCG the guest intermittently
-// stops making progress in this loop, at any kill from the first to the
-// 75th, with every check passing up to there (RELIABILITY.md); the cause
-// is not found, and a suite that fails at random proves nothing. The
-// default suite keeps kill -9 covered by remediate's
-// TestV1Kill9MidRemediationRestoresLimits, journal's TestSurvivesKill9 and
-// webhook's TestSenderSurvivesKill9.
+// in the VM. (Until the harness ran TCG in one thread, the guest
+// intermittently stalled in this loop: RELIABILITY.md.)
 func TestV2Kill9LoopKeepsJournalAndLimits(t *testing.T) {
 	vmtest.RequireGuest(t)
-	if os.Getenv(killsEnv) == "" {
-		t.Skip("the whole-binary kill -9 loop in the VM runs with -long or -crash.kills=N (it stalls the TCG guest intermittently: RELIABILITY.md)")
-	}
 	testKill9Loop(t)
 }
 

@@ -158,12 +158,23 @@ type bootTimes struct {
 // console.
 func runQEMU(ctx context.Context, img *image, outDir string, live io.Writer) (string, bootTimes, error) {
 	args := []string{
-		"-M", "microvm", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
+		// thread=single: the two vCPUs run in one host thread, in turn.
+		// With multi-threaded TCG the guest intermittently stopped for
+		// good under a loop of starting and SIGKILLing a multi-threaded
+		// process (the whole-binary kill -9 test): the console showed an
+		// RCU stall with one CPU idle and the grace-period kthread starved
+		// on the other, i.e. a CPU waiting forever on a cross-CPU call
+		// (TLB shootdown at exit) that never ran. 200 kills pass with it.
+		"-M", "microvm", "-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", "1024",
 		"-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot",
 		"-kernel", img.Vmlinux, "-initrd", img.Initramfs,
 		// The guest TSC under TCG runs at the host rate; giving it avoids a
 		// silent boot hang when PIT calibration fails (microvm has no HPET).
-		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 tsc_early_khz=%d", hostTSCkHz()),
+		// tsc=reliable keeps it as the clocksource: the boot-time sync
+		// check otherwise marks it unstable under emulation and the guest
+		// falls back to refined-jiffies, whose 4 ms steps every guest-side
+		// timing (benchmarks, test deadlines) then inherits.
+		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 tsc_early_khz=%d tsc=reliable clocksource=tsc", hostTSCkHz()),
 		"-fsdev", "local,id=host,path=/,security_model=none,readonly=on,multidevs=remap",
 		"-device", "virtio-9p-device,fsdev=host,mount_tag=host",
 		"-fsdev", "local,id=out,path=" + outDir + ",security_model=none",

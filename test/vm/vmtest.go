@@ -41,6 +41,16 @@ const SkipEnv = "VIGIL_SKIP_VM"
 // TimeoutEnv overrides the VM run timeout of Run (a Go duration, e.g. 8m).
 const TimeoutEnv = "VIGIL_VM_TIMEOUT"
 
+// ConsoleEnv names a file that receives a live copy of the guest's serial
+// console while Run runs (kernel messages, MonitorEnv's reports): the way
+// to watch a guest that stops making progress.
+const ConsoleEnv = "VIGIL_VM_CONSOLE"
+
+// MonitorEnv, a Go duration, makes the guest report on its console at that
+// period: uptime, load, memory, and every task running or in
+// uninterruptible sleep with its kernel stack.
+const MonitorEnv = "VIGIL_VM_MONITOR"
+
 // InGuest reports whether this process runs inside the cgroup v2 microVM.
 func InGuest() bool { return os.Getenv(GuestEnv) == "1" }
 
@@ -106,13 +116,29 @@ func Run(t *testing.T, pattern string) {
 	}
 	t.Cleanup(func() { os.RemoveAll(out) })
 	script := guestScript(cwd, pattern, guestTimeout, testing.Short(), passEnv())
-	res, err := Exec(ctx, Spec{
+	if s := os.Getenv(MonitorEnv); s != "" {
+		every, err := time.ParseDuration(s)
+		if err != nil || every < time.Second {
+			t.Fatalf("vmtest: %s=%q: want a duration of at least 1s", MonitorEnv, s)
+		}
+		script = monitorScript(every) + script
+	}
+	spec := Spec{
 		Script:  script,
 		Files:   map[string]string{exe: filepath.Base(guestBinary)},
 		Timeout: vmTimeout,
 		OutDir:  out,
 		Logf:    t.Logf,
-	})
+	}
+	if path := os.Getenv(ConsoleEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatalf("vmtest: %s: %v", ConsoleEnv, err)
+		}
+		defer f.Close()
+		spec.Console = f
+	}
+	res, err := Exec(ctx, spec)
 	outFile := filepath.Join(out, "test.out")
 	if err != nil {
 		if b, rerr := os.ReadFile(outFile); rerr == nil && len(b) > 0 {
@@ -225,6 +251,26 @@ func guestScript(dir, pattern string, timeout time.Duration, short bool, env []s
 	}
 	fmt.Fprintf(&b, "%s >%s/test.out 2>&1\n", strings.Join(args, " "), GuestOutDir)
 	return b.String()
+}
+
+// monitorScript starts a background loop in the guest that reports, every
+// period, on the console: uptime, load, free memory, and each task running
+// (R) or in uninterruptible sleep (D) with its kernel stack. Shell builtins
+// only, apart from sleep and cat: a fork costs tens of ms under TCG.
+func monitorScript(every time.Duration) string {
+	return fmt.Sprintf(`(
+while :; do
+  sleep %d
+  read up _ < /proc/uptime; read l1 l5 l15 rq _ < /proc/loadavg
+  while read k v _; do case $k in MemAvailable:) avail=$v;; esac; done < /proc/meminfo
+  echo "vm-monitor: up ${up}s load $l1 $l5 $l15 tasks $rq MemAvailable ${avail}kB"
+  for p in /proc/[0-9]*; do
+    read -r st < $p/stat 2>/dev/null || continue
+    set -- $st
+    case $3 in R|D) echo "vm-monitor: pid $1 $2 state $3"; cat $p/stack 2>/dev/null;; esac
+  done
+done >/dev/console 2>&1 ) &
+`, int(every.Seconds()))
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
