@@ -364,10 +364,16 @@ func (d *deviceSource) next(ctx context.Context, follow bool) ([]byte, error) {
 	}
 }
 
+// deviceBackstop bounds a wait for new records. The kernel wakes
+// /dev/kmsg readers through deferred work (printk's klogd irq_work); where
+// that wakeup comes late (seen in a TCG guest: an OOM report read only 20 s
+// later, when vigil stopped), a read at least this often bounds the delay.
+const deviceBackstop = time.Second
+
 func (d *deviceSource) wait() error {
 	fds := []unix.PollFd{{Fd: int32(d.fd), Events: unix.POLLIN}, {Fd: int32(d.cancelFD), Events: unix.POLLIN}}
 	for {
-		_, err := unix.Poll(fds, -1)
+		_, err := unix.Poll(fds, int(deviceBackstop/time.Millisecond))
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
