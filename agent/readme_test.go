@@ -159,7 +159,11 @@ func metricsTable(t *testing.T) string {
 		for _, l := range d.Labels {
 			lnames = append(lnames, "`"+l+"`")
 		}
-		fmt.Fprintf(&b, "| `%s` | counter | %s | %s |\n", d.Name, strings.Join(lnames, ", "), cell(d.Help))
+		typ := "counter"
+		if d.Gauge {
+			typ = "gauge"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", d.Name, typ, strings.Join(lnames, ", "), cell(d.Help))
 	}
 	b.WriteString("\nPlus the standard `go_*` and `process_*` metrics of client_golang.\n")
 	return b.String()

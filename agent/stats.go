@@ -19,6 +19,8 @@ type collectorStats struct {
 	vanished   *prometheus.Desc
 	discovered *prometheus.Desc
 	statReads  *prometheus.Desc
+	heldFiles  *prometheus.Desc
+	onDemand   *prometheus.Desc
 	evCoalesce *prometheus.Desc
 	evDropped  *prometheus.Desc
 	evErrors   *prometheus.Desc
@@ -30,20 +32,22 @@ type collectorStats struct {
 type statDef struct {
 	Name, Help string
 	Labels     []string
+	Gauge      bool // else a counter
 }
 
 var (
-	statErrors     = statDef{"vigil_cgroup_collector_errors_total", "Cgroup collection problems by reason (open, read, parse, walk, max_cgroups, fd_limit).", []string{"reason"}}
-	statVanished   = statDef{"vigil_cgroup_collector_vanished_total", "Cgroups that disappeared while being read (normal churn, not errors).", nil}
-	statDiscovered = statDef{"vigil_cgroup_collector_discovered_total", "Cgroups picked up (change=added) and let go (change=removed) by discovery.", []string{"change"}}
-	statStatReads  = statDef{"vigil_cgroup_collector_stat_reads_total", "Per cgroup read, whether memory.stat was read (result=read) or its last values reused (result=reused, see stat_max_age).", []string{"result"}}
-	statCoalesced  = statDef{"vigil_events_coalesced_total", "Kernel notifications merged into one already queued for the same cgroup and kind.", nil}
-	statDropped    = statDef{"vigil_events_dropped_total", "Kernel notifications lost because the queue was full.", nil}
-	statEvErrors   = statDef{"vigil_event_watch_errors_total", "Failed reads and kernel error conditions on notification watches.", nil}
-	statEvRemoved  = statDef{"vigil_event_watches_removed_total", "Notification watches dropped because their cgroup disappeared.", nil}
+	statErrors     = statDef{Name: "vigil_cgroup_collector_errors_total", Help: "Cgroup collection problems by reason (open, read, parse, walk, max_cgroups, fd_limit).", Labels: []string{"reason"}}
+	statVanished   = statDef{Name: "vigil_cgroup_collector_vanished_total", Help: "Cgroups that disappeared while being read (normal churn, not errors).", Labels: nil}
+	statDiscovered = statDef{Name: "vigil_cgroup_collector_discovered_total", Help: "Cgroups picked up (change=added) and let go (change=removed) by discovery.", Labels: []string{"change"}}
+	statStatReads  = statDef{Name: "vigil_cgroup_collector_stat_reads_total", Help: "Per cgroup read, whether memory.stat was read (result=read) or its last values reused (result=reused, see stat_max_age).", Labels: []string{"result"}}
+	statHeldFiles  = statDef{Name: "vigil_cgroup_collector_held_files", Help: "Cgroup files held open (every cgroup's hot files, and memory.stat and the other gated files of as many as RLIMIT_NOFILE allows).", Gauge: true}
+	statOnDemand   = statDef{Name: "vigil_cgroup_collector_on_demand_cgroups", Help: "Tracked cgroups that open memory.stat and the other gated files when they are due instead of holding them (the file descriptor budget is spent).", Gauge: true}
+	statCoalesced  = statDef{Name: "vigil_events_coalesced_total", Help: "Kernel notifications merged into one already queued for the same cgroup and kind.", Labels: nil}
+	statDropped    = statDef{Name: "vigil_events_dropped_total", Help: "Kernel notifications lost because the queue was full.", Labels: nil}
+	statEvErrors   = statDef{Name: "vigil_event_watch_errors_total", Help: "Failed reads and kernel error conditions on notification watches.", Labels: nil}
+	statEvRemoved  = statDef{Name: "vigil_event_watches_removed_total", Help: "Notification watches dropped because their cgroup disappeared.", Labels: nil}
 
-	// collectorStatDefs are all counters.
-	collectorStatDefs = []statDef{statErrors, statVanished, statDiscovered, statStatReads, statCoalesced, statDropped, statEvErrors, statEvRemoved}
+	collectorStatDefs = []statDef{statErrors, statVanished, statDiscovered, statStatReads, statHeldFiles, statOnDemand, statCoalesced, statDropped, statEvErrors, statEvRemoved}
 )
 
 func (d statDef) desc() *prometheus.Desc { return prometheus.NewDesc(d.Name, d.Help, d.Labels, nil) }
@@ -54,6 +58,8 @@ func newCollectorStats() *collectorStats {
 		vanished:   statVanished.desc(),
 		discovered: statDiscovered.desc(),
 		statReads:  statStatReads.desc(),
+		heldFiles:  statHeldFiles.desc(),
+		onDemand:   statOnDemand.desc(),
 		evCoalesce: statCoalesced.desc(),
 		evDropped:  statDropped.desc(),
 		evErrors:   statEvErrors.desc(),
@@ -63,7 +69,7 @@ func newCollectorStats() *collectorStats {
 
 // Describe implements prometheus.Collector.
 func (s *collectorStats) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.errors, s.vanished, s.discovered, s.statReads, s.evCoalesce, s.evDropped, s.evErrors, s.evRemoved} {
+	for _, d := range []*prometheus.Desc{s.errors, s.vanished, s.discovered, s.statReads, s.heldFiles, s.onDemand, s.evCoalesce, s.evDropped, s.evErrors, s.evRemoved} {
 		ch <- d
 	}
 }
@@ -80,6 +86,8 @@ func (s *collectorStats) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.discovered, prometheus.CounterValue, float64(st.Removed), "removed")
 		ch <- prometheus.MustNewConstMetric(s.statReads, prometheus.CounterValue, float64(st.StatReads), "read")
 		ch <- prometheus.MustNewConstMetric(s.statReads, prometheus.CounterValue, float64(st.StatSkips), "reused")
+		ch <- prometheus.MustNewConstMetric(s.heldFiles, prometheus.GaugeValue, float64(st.HeldFiles))
+		ch <- prometheus.MustNewConstMetric(s.onDemand, prometheus.GaugeValue, float64(st.OnDemand))
 	}
 	if w := s.watcher.Load(); w != nil {
 		st := w.Stats()

@@ -101,6 +101,12 @@ type Options struct {
 	// at every sweep (default 2m): the agent calls RefreshLimits for cgroups
 	// with a finding, whose remediation follows.
 	HotHold time.Duration
+	// MaxHeldFiles caps the cgroup files held open at once (default:
+	// RLIMIT_NOFILE less a tenth, at least 1024, for the rest of the agent).
+	// Every tracked cgroup holds its hot files (v1: 2, v2: 4); as many as
+	// fit also hold memory.stat and the other gated files (v1: 4, v2: 2),
+	// the others open them when due.
+	MaxHeldFiles int
 	// Logger receives warnings; default slog.Default().
 	Logger *slog.Logger
 }
@@ -139,6 +145,10 @@ type Stats struct {
 	// StatReads and StatSkips count, over every cgroup read, the reads of
 	// memory.stat and the reads that reused its last values (StatMaxAge).
 	StatReads, StatSkips uint64
+	// HeldFiles is how many cgroup files are held open; OnDemand how many
+	// tracked cgroups open their gated files (memory.stat, ...) when due
+	// because holding them would pass Options.MaxHeldFiles.
+	HeldFiles, OnDemand int
 	// Errors counts problems by reason (every Reason* key is present).
 	Errors map[string]uint64
 }
@@ -155,7 +165,11 @@ type Collector struct {
 	window     int64  // growth window, ns
 	spacing    int64  // minimum spacing of stored growth samples, ns
 	maxCgroups int
-	limitsIval int64 // Options.LimitsInterval, ns
+	fd         fdPlan
+	heldFDs    int       // files held open by tracked cgroups (under mu)
+	onDemand   int       // tracked cgroups whose gated files are not held (under mu)
+	holders    []*cgroup // cgroups holding their gated files, in the order they got them
+	limitsIval int64     // Options.LimitsInterval, ns
 	stat       statPolicy
 
 	mu        sync.Mutex
@@ -180,6 +194,8 @@ type Collector struct {
 	vanished atomic.Uint64
 	statRead atomic.Uint64
 	statSkip atomic.Uint64
+	// heldFiles and onDemandN publish heldFDs and onDemand for Stats.
+	heldFiles, onDemandN atomic.Int64
 	errs     [numReasons]atomic.Uint64
 }
 
@@ -243,7 +259,8 @@ func New(opts Options) (*Collector, error) {
 	if hier.Version == 2 {
 		c.ver = v2{}
 	}
-	c.maxCgroups = fitFDLimit(c.log, c.maxCgroups, c.ver)
+	c.fd = fitFDLimit(c.log, c.maxCgroups, opts.MaxHeldFiles, c.ver)
+	c.maxCgroups = c.fd.maxCgroups
 	for range opts.Workers - 1 {
 		h := helper{start: make(chan struct{}), r: newReader(c)}
 		c.helpers = append(c.helpers, h)
@@ -251,32 +268,6 @@ func New(opts Options) (*Collector, error) {
 	}
 	c.log.Info("cgroup memory hierarchy", "mode", hier.Mode, "version", hier.Version, "root", hier.MemoryRoot, "max_cgroups", c.maxCgroups)
 	return c, nil
-}
-
-// fitFDLimit lowers max so that the held files of max cgroups fit in
-// RLIMIT_NOFILE, leaving room for the rest of the agent. Only the hot files
-// are held (v1: 6, v2: 6); the limit files are opened and closed when read.
-func fitFDLimit(log *slog.Logger, max int, ver version) int {
-	var rl unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
-		return max
-	}
-	perCgroup := 0
-	for i, name := range ver.files() {
-		if name != "" && !isCold(fileID(i)) {
-			perCgroup++
-		}
-	}
-	reserve := max64(1024, rl.Cur/10)
-	if rl.Cur <= reserve {
-		return 1
-	}
-	fit := int((rl.Cur - reserve) / uint64(perCgroup))
-	if fit < max {
-		log.Info("RLIMIT_NOFILE caps the number of tracked cgroups", "nofile", rl.Cur, "files_per_cgroup", perCgroup, "max_cgroups", fit)
-		return max1(fit)
-	}
-	return max
 }
 
 func max64(a, b uint64) uint64 {
@@ -311,6 +302,8 @@ func (c *Collector) Stats() Stats {
 		Vanished:  c.vanished.Load(),
 		StatReads: c.statRead.Load(),
 		StatSkips: c.statSkip.Load(),
+		HeldFiles: int(c.heldFiles.Load()),
+		OnDemand:  int(c.onDemandN.Load()),
 		Errors:    make(map[string]uint64, numReasons),
 	}
 	for i, r := range reasons {

@@ -36,6 +36,10 @@ type cgroup struct {
 	vanished bool   // set by a read that found it gone
 	warned   uint32 // bit per fileID already warned about
 
+	gatedHas  uint32 // bit per gated fileID the kernel provides for it
+	gatedCold bool   // its gated files are opened when due, not held (fdbudget.go)
+	released  bool   // no longer tracked: its files are closed
+
 	stat statCache // memory.stat as last read, and when to read it again
 
 	effLimit uint64 // effective limit of the latest read (statgate)
@@ -45,13 +49,17 @@ type cgroup struct {
 	refaults refaultRate
 }
 
-func (cg *cgroup) close() {
+// close closes the held files and returns how many there were.
+func (cg *cgroup) close() int {
+	n := 0
 	for i, fd := range cg.fds {
 		if fd >= 0 {
 			_ = unix.Close(int(fd))
 			cg.fds[i] = -1
+			n++
 		}
 	}
+	return n
 }
 
 // errNoFDs tells openCgroup that the process ran out of file descriptors.
@@ -73,7 +81,7 @@ func (c *Collector) openCgroup(rel string) (*cgroup, error) {
 	cg.seq = c.seq
 	opened := 0
 	for i, name := range c.ver.files() {
-		if name == "" || isCold(fileID(i)) {
+		if name == "" || isCold(fileID(i)) || isGated(fileID(i)) {
 			continue
 		}
 		fd, err := unix.Open(cg.dir+"/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -96,6 +104,17 @@ func (c *Collector) openCgroup(rel string) (*cgroup, error) {
 		if err := unix.Access(cg.dir, unix.F_OK); err != nil {
 			return nil, errVanished
 		}
+	}
+	c.heldFDs += opened
+	if err := c.openGated(cg, true); err != nil {
+		c.release(cg)
+		return nil, err
+	}
+	// Over the budget: the latest holders (this one last) read their
+	// gated files on demand from now on.
+	c.fitHeld(cg)
+	if c.heldFDs > c.fd.budget {
+		c.closeGated(cg)
 	}
 	return cg, nil
 }
@@ -123,6 +142,7 @@ func (c *Collector) Discover() (added, removed int, err error) {
 		}
 		c.added.Add(uint64(c.disc.added))
 		c.tracked.Store(int64(len(c.cgroups)))
+		c.publishFDs()
 		return c.disc.added, 0, fmt.Errorf("cgroupfs: discover %s: %w", c.Dir(c.subtree), werr)
 	}
 	if c.disc.walkErrs > 0 {
@@ -131,17 +151,20 @@ func (c *Collector) Discover() (added, removed int, err error) {
 	for p, cg := range c.byPath {
 		if cg.gen != c.gen {
 			c.log.Debug("cgroup removed", "target", p)
-			cg.close()
+			c.release(cg)
 			delete(c.byPath, p)
 			c.disc.removed++
 		}
 	}
 	if c.disc.added > 0 || c.disc.removed > 0 {
 		c.relink()
+		c.pruneHolders()
+		c.regainHeld()
 	}
 	c.added.Add(uint64(c.disc.added))
 	c.removed.Add(uint64(c.disc.removed))
 	c.tracked.Store(int64(len(c.cgroups)))
+	c.publishFDs()
 	return c.disc.added, c.disc.removed, nil
 }
 

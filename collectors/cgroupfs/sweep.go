@@ -46,7 +46,9 @@ func newReader(c *Collector) *reader {
 }
 
 // coldFile reads the cgroup's file f, which is not held, by open, pread and
-// close. It returns nil if the file is absent or could not be read (counted).
+// close: the limit files, and the gated files of a cgroup past the file
+// budget. It returns nil if the file is absent or could not be read
+// (counted).
 func (r *reader) coldFile(cg *cgroup, f fileID) []byte {
 	r.path = append(append(append(append(r.path[:0], cg.dir...), '/'), r.c.ver.files()[f]...), 0)
 	var fd int
@@ -73,8 +75,12 @@ func (r *reader) coldFile(cg *cgroup, f fileID) []byte {
 		switch {
 		case err == unix.EINTR:
 			continue
+		case err == nil && n == len(r.buf) && len(r.buf) < maxReadBuf:
+			// Maybe cut short (a large memory.stat): again with room.
+			r.buf = make([]byte, 2*len(r.buf))
+			continue
 		case err == nil:
-			return r.buf[:n] // limit files are a few bytes
+			return r.buf[:n]
 		case isVanished(err):
 			return nil
 		default:
@@ -239,7 +245,11 @@ func (c *Collector) readChunk(r *reader, list []*cgroup, out []collectors.Cgroup
 			}
 			// The gated files come after the usage file: they are read
 			// when due given the usage (see Options.StatMaxAge).
-			isStat := fileID(f) == fStat && cg.fds[f] >= 0
+			onDemand := cg.gatedCold && isGated(fileID(f))
+			if onDemand && cg.gatedHas&(1<<f) == 0 {
+				continue // the kernel does not provide it here
+			}
+			isStat := fileID(f) == fStat && (cg.fds[f] >= 0 || onDemand)
 			if isGated(fileID(f)) && gate == gateUnknown {
 				gate = gateReuse
 				if c.stat.due(&cg.stat, s.Memory.UsageBytes, cg.effLimit, now, forceLimits) {
@@ -253,7 +263,13 @@ func (c *Collector) readChunk(r *reader, list []*cgroup, out []collectors.Cgroup
 				}
 				continue
 			}
-			b, err := r.file(cg, fileID(f))
+			var b []byte
+			var err error
+			if onDemand {
+				b = r.coldFile(cg, fileID(f))
+			} else {
+				b, err = r.file(cg, fileID(f))
+			}
 			if err != nil {
 				cg.vanished = true
 				break
@@ -358,7 +374,7 @@ func (c *Collector) compact(list *[]*cgroup, out *[]collectors.CgroupSample) int
 	for i, cg := range l {
 		if cg.vanished {
 			c.log.Debug("cgroup vanished", "target", cg.path)
-			cg.close()
+			c.release(cg)
 			if c.byPath[cg.path] == cg {
 				delete(c.byPath, cg.path)
 			}
@@ -375,6 +391,7 @@ func (c *Collector) compact(list *[]*cgroup, out *[]collectors.CgroupSample) int
 		clear(l[w:])
 		clear(o[w:])
 		*list, *out = l[:w], o[:w]
+		c.publishFDs()
 	}
 	return dropped
 }
