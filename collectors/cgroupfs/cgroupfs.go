@@ -58,7 +58,8 @@ type Options struct {
 	GrowthWindow time.Duration
 	// MaxCgroups caps how many cgroups are tracked (default 20000), so that a
 	// runaway creator of cgroups cannot exhaust vigil's memory or file
-	// descriptors. It is lowered further to fit RLIMIT_NOFILE.
+	// descriptors. It is lowered further so that every tracked cgroup's
+	// hot files fit in MaxHeldFiles.
 	MaxCgroups int
 	// Subtree limits discovery to this cgroup and its descendants (default
 	// "/", the whole hierarchy). Its ancestors are tracked too, so that
