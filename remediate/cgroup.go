@@ -493,18 +493,11 @@ func (c *cgroupV1) Reclaim(context.Context, uint64) (uint64, error) {
 func (c *cgroupV1) Kill() error {
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		var pids []int
-		_ = filepath.WalkDir(c.memDir(), func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				more, _ := readPids(filepath.Join(p, "cgroup.procs"))
-				pids = append(pids, more...)
-			}
-			return nil
-		})
+		pids, _ := subtreePids(c.memDir()) // gone: nothing left to kill
 		if len(pids) == 0 {
 			return nil
 		}
-		for _, pid := range pids {
+		for pid := range pids {
 			if pid != os.Getpid() {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}

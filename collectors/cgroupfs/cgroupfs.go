@@ -197,7 +197,7 @@ type Collector struct {
 	statSkip atomic.Uint64
 	// heldFiles and onDemandN publish heldFDs and onDemand for Stats.
 	heldFiles, onDemandN atomic.Int64
-	errs     [numReasons]atomic.Uint64
+	errs                 [numReasons]atomic.Uint64
 }
 
 // New detects the cgroup layout under opts.HostRoot and returns a Collector

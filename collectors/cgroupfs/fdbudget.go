@@ -23,6 +23,7 @@ import (
 type fdPlan struct {
 	maxCgroups int
 	budget     int // most files held at once (hot and gated)
+	gated      int // gated files per cgroup (perCgroup)
 }
 
 // perCgroup counts the version's hot (held) and gated files.
@@ -57,9 +58,9 @@ func fitFDLimit(log *slog.Logger, max, maxHeld int, ver version) fdPlan {
 		budget = maxHeld
 	}
 	if budget < 0 {
-		return fdPlan{maxCgroups: max, budget: max * (hot + gated)}
+		return fdPlan{maxCgroups: max, budget: max * (hot + gated), gated: gated}
 	}
-	plan := fdPlan{maxCgroups: max, budget: budget}
+	plan := fdPlan{maxCgroups: max, budget: budget, gated: gated}
 	if fit := budget / max1(hot); fit < max {
 		plan.maxCgroups = max1(fit)
 		log.Info("file descriptors cap the number of tracked cgroups", "held_files", budget,
@@ -173,7 +174,7 @@ func (c *Collector) pruneHolders() {
 // regainHeld gives room freed by cgroups that went away to cgroups reading
 // their gated files on demand, in tracking order.
 func (c *Collector) regainHeld() {
-	_, gated := perCgroup(c.ver)
+	gated := c.fd.gated
 	if c.heldFDs+gated > c.fd.budget {
 		return
 	}
